@@ -1,0 +1,59 @@
+"""The narrow interface the scheduler needs from an inference backend.
+
+``engine.llama_backend.LlamaBackend`` implements it over llama.cpp; tests implement it with a
+scripted fake so the scheduling logic runs with no model and no socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.requests import SamplingParams
+
+DECODE_OK = 0
+DECODE_NO_ROOM = 1
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEntry:
+    token: int
+    pos: int
+    seq: int
+    logits: bool
+
+
+class Sampler(Protocol):
+    def sample(self, batch_index: int) -> int:
+        """Sample (and accept) the next token from the logits at ``batch_index``."""
+
+    def accept(self, token: int) -> None:
+        """Record a token the sampler did not pick itself (prompt history for penalties)."""
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """A model with a KV cache holding ``n_seq`` sequences. Scheduler-thread only."""
+
+    n_seq: int
+    n_ctx_seq: int  # the most tokens one sequence may hold
+    kv_cells: int  # cells shared by all sequences when ``unified``
+    unified: bool
+    n_batch: int
+    eog_ids: frozenset[int]
+
+    def decode(self, entries: Sequence[BatchEntry]) -> int:
+        """0 on success, 1 when the KV cache has no room, anything else is an error."""
+
+    def make_sampler(self, params: SamplingParams) -> Sampler: ...
+
+    def keep_prefix(self, seq: int, n_tokens: int) -> bool:
+        """Drop positions >= n_tokens of ``seq``; False if the cache cannot cut there."""
+
+    def clear(self, seq: int) -> None: ...
+
+    def piece(self, token: int) -> bytes: ...
+
+    def close(self) -> None: ...

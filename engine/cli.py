@@ -1,0 +1,126 @@
+"""``parley engine`` (also ``python -m engine``): serve one model over HTTP.
+
+Prints ``listening on http://HOST:PORT`` on stdout as soon as the socket is bound (``/health``
+says ``loading`` until the model is ready), so a supervisor can start it with ``--port 0``.
+Any startup error is one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from engine.errors import EngineError
+from engine.llama_backend import ContextConfig
+from engine.runtime import EngineConfig, EngineRuntime
+from engine.server import create_app
+from engine.template import TemplateOverride, override_from_file, override_from_hub
+
+log = logging.getLogger("engine")
+
+
+def build_parser(prog: str = "parley engine") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve a GGUF model with continuous batching over an OpenAI-compatible API.",
+        epilog="example: parley engine --model demo --port 8080 --parallel 8",
+    )
+    p.add_argument("--model", default=os.environ.get("MODEL", "demo"),
+                   help="a .gguf path, REPO_ID:FILENAME on the Hugging Face Hub, or 'demo' "
+                        "(env MODEL; default demo)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one")
+    p.add_argument("--n-ctx", type=_positive, default=4096,
+                   help="context window per conversation, in tokens (default 4096)")
+    p.add_argument("--parallel", type=_positive, default=4,
+                   help="conversations decoded together (KV sequences, default 4)")
+    p.add_argument("--n-batch", type=_positive, default=512, help="tokens per decode (default 512)")
+    p.add_argument("--threads", type=_positive, default=None, help="CPU threads (default: all)")
+    p.add_argument("--n-gpu-layers", type=int, default=None,
+                   help="layers to offload; default all when the build supports a GPU, else 0")
+    p.add_argument("--kv-unified", action="store_true",
+                   help="one KV buffer shared by all sequences (default: one per sequence)")
+    p.add_argument("--chat-template", type=Path, default=None, metavar="FILE.jinja",
+                   help="use this Jinja chat template instead of the model's")
+    p.add_argument("--chat-template-from", default=None, metavar="REPO_ID",
+                   help="use the chat template and EOS ids of this Hugging Face repo")
+    p.add_argument("--max-queue", type=_positive, default=256,
+                   help="requests allowed to wait for a slot before 503 (default 256)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p  # fmt: skip
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def config_from_args(args: argparse.Namespace) -> EngineConfig:
+    override: TemplateOverride | None = None
+    if args.chat_template is not None:
+        override = override_from_file(args.chat_template)
+    elif args.chat_template_from:
+        override = override_from_hub(args.chat_template_from)
+    context = ContextConfig(
+        n_ctx=args.n_ctx,
+        parallel=args.parallel,
+        n_batch=args.n_batch,
+        threads=args.threads,
+        kv_unified=args.kv_unified,
+    )
+    return EngineConfig(
+        model=args.model,
+        context=context,
+        n_gpu_layers=args.n_gpu_layers,
+        template_override=override,
+        max_queue=args.max_queue,
+    )
+
+
+async def serve(config: EngineConfig, host: str, port: int, admin_token: str) -> None:
+    """Bind, announce, load the model, then serve until SIGINT/SIGTERM."""
+    runtime = EngineRuntime(config)
+    runner = web.AppRunner(create_app(runtime, admin_token), handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1] if runner.addresses else port
+    print(f"listening on http://{host}:{bound}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await asyncio.to_thread(runtime.load)
+        log.info("ready: http://%s:%d", host, bound)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        runtime.stop()
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "parley engine") -> int:
+    args = build_parser(prog).parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = config_from_args(args)
+        asyncio.run(serve(config, args.host, args.port, os.environ.get("ADMIN_TOKEN", "")))
+    except EngineError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. the port is taken
+        print(f"{prog}: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0

