@@ -111,7 +111,9 @@ def parse(model: type[T], body: Any) -> T:
         raise RequestError(f"{where}: {first['msg']}", param=where) from exc
 
 
-def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, kind: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 

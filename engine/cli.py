@@ -33,27 +33,58 @@ def build_parser(prog: str = "parley engine") -> argparse.ArgumentParser:
         description="Serve a GGUF model with continuous batching over an OpenAI-compatible API.",
         epilog="example: parley engine --model demo --port 8080 --parallel 8",
     )
-    p.add_argument("--model", default=os.environ.get("MODEL", "demo"),
-                   help="a .gguf path, REPO_ID:FILENAME on the Hugging Face Hub, or 'demo' "
-                        "(env MODEL; default demo)")
+    p.add_argument(
+        "--model",
+        default=os.environ.get("MODEL", "demo"),
+        help="a .gguf path, REPO_ID:FILENAME on the Hugging Face Hub, or 'demo' "
+        "(env MODEL; default demo)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one")
-    p.add_argument("--n-ctx", type=_positive, default=4096,
-                   help="context window per conversation, in tokens (default 4096)")
-    p.add_argument("--parallel", type=_positive, default=4,
-                   help="conversations decoded together (KV sequences, default 4)")
+    p.add_argument(
+        "--n-ctx",
+        type=_positive,
+        default=4096,
+        help="context window per conversation, in tokens (default 4096)",
+    )
+    p.add_argument(
+        "--parallel",
+        type=_positive,
+        default=4,
+        help="conversations decoded together (KV sequences, default 4)",
+    )
     p.add_argument("--n-batch", type=_positive, default=512, help="tokens per decode (default 512)")
     p.add_argument("--threads", type=_positive, default=None, help="CPU threads (default: all)")
-    p.add_argument("--n-gpu-layers", type=int, default=None,
-                   help="layers to offload; default all when the build supports a GPU, else 0")
-    p.add_argument("--kv-unified", action="store_true",
-                   help="one KV buffer shared by all sequences (default: one per sequence)")
-    p.add_argument("--chat-template", type=Path, default=None, metavar="FILE.jinja",
-                   help="use this Jinja chat template instead of the model's")
-    p.add_argument("--chat-template-from", default=None, metavar="REPO_ID",
-                   help="use the chat template and EOS ids of this Hugging Face repo")
-    p.add_argument("--max-queue", type=_positive, default=256,
-                   help="requests allowed to wait for a slot before 503 (default 256)")
+    p.add_argument(
+        "--n-gpu-layers",
+        type=int,
+        default=None,
+        help="layers to offload; default all when the build supports a GPU, else 0",
+    )
+    p.add_argument(
+        "--kv-unified",
+        action="store_true",
+        help="one KV buffer shared by all sequences (default: one per sequence)",
+    )
+    p.add_argument(
+        "--chat-template",
+        type=Path,
+        default=None,
+        metavar="FILE.jinja",
+        help="use this Jinja chat template instead of the model's",
+    )
+    p.add_argument(
+        "--chat-template-from",
+        default=None,
+        metavar="REPO_ID",
+        help="use the chat template and EOS ids of this Hugging Face repo",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=_positive,
+        default=256,
+        help="requests allowed to wait for a slot before 503 (default 256)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p  # fmt: skip
 

@@ -291,7 +291,7 @@ class EngineCore:
             self._finish(job, FINISH_STOP)
         elif max_tokens is not None and job.n_generated >= max_tokens:
             self._finish(job, FINISH_LENGTH)
-        elif len(job.slot.tokens) >= self.backend.n_ctx_seq:
+        elif len(job.slot.tokens) >= self.backend.n_ctx_seq:  # no room for another token
             self._finish(job, FINISH_LENGTH)
         else:
             job.pending = token

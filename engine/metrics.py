@@ -96,10 +96,13 @@ class EngineMetrics:
         ]
 
     def render(self) -> str:
-        lines: list[str] = []
-        for metric in (
-            self.requests, self.prompt_tokens, self.cached_tokens, self.completion_tokens,
-            self.ttft, self.decode_rate, *self._gauges,
-        ):  # fmt: skip
-            lines.extend(metric.render())
-        return "\n".join(lines) + "\n"
+        metrics: list[Counter | Histogram | Gauge] = [
+            self.requests,
+            self.prompt_tokens,
+            self.cached_tokens,
+            self.completion_tokens,
+            self.ttft,
+            self.decode_rate,
+            *self._gauges,
+        ]
+        return "\n".join(line for m in metrics for line in m.render()) + "\n"

@@ -85,6 +85,7 @@ class Model:
         self, ptr: ll.llama_model_p, info: ModelInfo, template: ChatTemplate, add_bos: bool
     ) -> None:
         self.ptr = ptr
+        self.closed = False
         self.vocab = ll.llama_model_get_vocab(ptr)
         self.info = info
         self.template = template
@@ -169,9 +170,9 @@ class Model:
 
     def close(self) -> None:
         """Free the model. Only call once nothing else uses it."""
-        if self.ptr:
+        if not self.closed:
             ll.llama_model_free(self.ptr)
-            self.ptr = None
+            self.closed = True
 
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         """Tokenize ``text``; ``special`` lets control-token text become control tokens."""
@@ -200,7 +201,9 @@ class Model:
         self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True
     ) -> list[int]:
         """Exactly the token ids the model sees for this conversation."""
-        return self.tokenize_segments(self.template.render_segments(messages, add_generation_prompt))
+        return self.tokenize_segments(
+            self.template.render_segments(messages, add_generation_prompt)
+        )
 
     def piece(self, token: int) -> bytes:
         """The bytes a token stands for in output text (control tokens render as nothing)."""
@@ -262,5 +265,9 @@ def log_load(info: ModelInfo, load_s: float, n_gpu_layers: int) -> None:
         info.name, info.architecture, info.quantization, info.tensor_count,
         info.size_bytes / 2**20, info.n_params / 1e9, info.n_ctx_train, load_s,
     )  # fmt: skip
-    log.info("system: %s; gpu layers: %s", system_info(), "all" if n_gpu_layers < 0 else n_gpu_layers)
-    log.info("chat template: %s; end-of-generation ids: %s", info.template_source, list(info.eog_ids))
+    log.info(
+        "system: %s; gpu layers: %s", system_info(), "all" if n_gpu_layers < 0 else n_gpu_layers
+    )
+    log.info(
+        "chat template: %s; end-of-generation ids: %s", info.template_source, list(info.eog_ids)
+    )

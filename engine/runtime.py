@@ -14,10 +14,10 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.core import EngineCore, Swap
-from engine.errors import ContextOverflowError, EngineBusyError, RequestError
+from engine.errors import ContextOverflowError, EngineBusyError
 from engine.llama_backend import ContextConfig, LlamaBackend
 from engine.model import Model
 from engine.requests import GenerationRequest, SamplingParams, Sink
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EngineConfig:
     model: str = "demo"
-    context: ContextConfig = ContextConfig()
+    context: ContextConfig = field(default_factory=ContextConfig)
     n_gpu_layers: int | None = None
     template_override: TemplateOverride | None = None
     max_queue: int = 256
@@ -178,7 +178,9 @@ class EngineRuntime:
             if old_model is not None:
                 old_model.close()
             self.swaps += 1
-            log.info("switched model to %s in %.2f s", model.info.name, time.perf_counter() - started)
+            log.info(
+                "switched model to %s in %.2f s", model.info.name, time.perf_counter() - started
+            )
             return time.perf_counter() - started
 
     def _ready_model(self) -> Model:

@@ -240,7 +240,9 @@ async def metrics(request: web.Request) -> web.Response:
 async def admin_model(request: web.Request) -> web.Response:
     expected = request.app[ADMIN_TOKEN]
     if not expected:
-        raise _AdminRefused("admin endpoints are disabled: start the engine with ADMIN_TOKEN set", 403)
+        raise _AdminRefused(
+            "admin endpoints are disabled: start the engine with ADMIN_TOKEN set", 403
+        )
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise _AdminRefused("wrong or missing admin token (Authorization: Bearer …)", 401)

@@ -97,7 +97,7 @@ class Segment:
 
 @dataclass(frozen=True)
 class ChatTemplate:
-    """A chat template with the tokens it refers to and where it came from (for logs and /v1/models)."""
+    """A template, the tokens it refers to, and where it came from (for logs and /v1/models)."""
 
     source: str
     text: str
@@ -225,7 +225,7 @@ def override_from_file(path: Path) -> TemplateOverride:
 
 
 def override_from_hub(repo_id: str) -> TemplateOverride:
-    """Read ``--chat-template-from REPO_ID``: tokenizer_config.json's template, generation_config's EOS."""
+    """``--chat-template-from REPO_ID``: the repo's chat_template and generation EOS ids."""
     config = _hub_json(repo_id, "tokenizer_config.json", required=True)
     template = config.get("chat_template")
     if isinstance(template, list):  # a list of named templates; "default" is the chat one
