@@ -57,6 +57,15 @@ class ChatCompletionRequest(BaseModel):
     repeat_penalty: float = Field(default=1.0, gt=0.0, le=5.0)
     repeat_last_n: int = Field(default=64, ge=-1)
     prompt_cache_key: str | None = Field(default=None, max_length=256)
+    logit_bias: dict[int, float] | None = Field(default=None, max_length=1024)
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_range(cls, value: dict[int, float] | None) -> dict[int, float] | None:
+        for token, bias in (value or {}).items():
+            if token < 0 or not -100 <= bias <= 100:
+                raise ValueError("token ids must be >= 0 and biases within [-100, 100]")
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -80,6 +89,7 @@ class ChatCompletionRequest(BaseModel):
             presence_penalty=self.presence_penalty,
             seed=self.seed,
             stop=tuple(s for s in stops if s),
+            logit_bias=tuple(sorted((self.logit_bias or {}).items())),
         )
 
     def message_dicts(self) -> list[dict[str, str]]:

@@ -18,8 +18,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from engine.download import resolve_model_path
 from engine.errors import EngineError
 from engine.llama_backend import ContextConfig
+from engine.model import read_gguf_header
 from engine.runtime import EngineConfig, EngineRuntime
 from engine.server import create_app
 from engine.template import TemplateOverride, override_from_file, override_from_hub
@@ -147,6 +149,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "parley engine") -> int:
     )
     try:
         config = config_from_args(args)
+        read_gguf_header(resolve_model_path(config.model))  # fail fast, before binding
         asyncio.run(serve(config, args.host, args.port, os.environ.get("ADMIN_TOKEN", "")))
     except EngineError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

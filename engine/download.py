@@ -71,9 +71,11 @@ def _stamp(path: Path) -> str:
 def hub_download(repo_id: str, filename: str) -> str:
     """``hf_hub_download`` into the standard HF cache, with a progress bar on a terminal.
 
-    Offline or unreachable: a ModelLoadError naming the repo and the file, never a traceback.
+    A cached file is used without touching the network. Otherwise one quick metadata request
+    decides: unreachable, missing or gated gives a ModelLoadError naming the repo and the file
+    at once (huggingface_hub alone would retry for ~25 s, logging each attempt).
     """
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
@@ -84,20 +86,26 @@ def hub_download(repo_id: str, filename: str) -> str:
 
     where = f"{filename} from {repo_id}"
     try:
+        return hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=True)
+    except LocalEntryNotFoundError:
+        pass
+    if constants.HF_HUB_OFFLINE:
+        raise ModelLoadError(f"cannot download {where}: HF_HUB_OFFLINE is set and it is not cached")
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename), timeout=10)
         return hf_hub_download(repo_id=repo_id, filename=filename)
-    except LocalEntryNotFoundError as exc:
-        raise ModelLoadError(
-            f"cannot download {where}: the Hugging Face Hub is unreachable (or HF_HUB_OFFLINE "
-            "is set) and the file is not in the local cache"
-        ) from exc
     except GatedRepoError as exc:
         raise ModelLoadError(f"cannot download {where}: the repo is gated; set HF_TOKEN") from exc
     except RepositoryNotFoundError as exc:
         raise ModelLoadError(f"cannot download {where}: no such repo (or it is private)") from exc
     except EntryNotFoundError as exc:
         raise ModelLoadError(f"cannot download {where}: the repo has no such file") from exc
-    except (HfHubHTTPError, OSError) as exc:
+    except HfHubHTTPError as exc:
         raise ModelLoadError(f"cannot download {where}: {_first_line(exc)}") from exc
+    except Exception as exc:  # connection refused, DNS, timeouts: httpx's own exception types
+        raise ModelLoadError(
+            f"cannot download {where}: the Hugging Face Hub is unreachable ({_first_line(exc)})"
+        ) from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ loader thread while the old one keeps serving).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from collections.abc import Sequence
@@ -44,6 +45,14 @@ class LlamaSampler:
     def __init__(self, backend: LlamaBackend, params: SamplingParams) -> None:
         self._ctx = backend.ctx
         chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+        if params.logit_bias:
+            biases = (ll.llama_logit_bias * len(params.logit_bias))()
+            for i, (token, bias) in enumerate(params.logit_bias):
+                biases[i] = ll.llama_logit_bias(token, -math.inf if bias <= -100 else bias)
+            ll.llama_sampler_chain_add(
+                chain,
+                ll.llama_sampler_init_logit_bias(backend.n_vocab, len(biases), biases),
+            )
         penalize = (
             params.repeat_penalty != 1.0
             or params.frequency_penalty != 0.0

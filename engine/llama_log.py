@@ -1,7 +1,7 @@
 """Route llama.cpp's own logging into Python logging instead of raw stderr.
 
 llama.cpp prints hundreds of lines while loading; Parley logs a summary instead (see
-``model.log_load``) and keeps llama.cpp's last error so a failed load can say why in one line.
+``model.log_load``) and keeps llama.cpp's errors so a failed load can say why in one line.
 Set the ``llama.cpp`` logger to DEBUG (``--log-level debug``) to see everything.
 """
 
@@ -17,14 +17,16 @@ log = logging.getLogger("llama.cpp")
 
 _ERROR = 4
 
-_state: dict[str, Any] = {"callback": None, "last_error": ""}
+_state: dict[str, Any] = {"callback": None, "errors": []}
 
 
 def _on_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-    """Everything goes to DEBUG: errors reach the user through ``last_error``, in one line."""
+    """Everything goes to DEBUG: errors reach the user through ``first_error``, in one line."""
     message = text.decode("utf-8", "replace").rstrip("\n")
     if level == _ERROR and message.strip():
-        _state["last_error"] = message.strip()
+        errors: list[str] = _state["errors"]
+        errors.append(message.strip())
+        del errors[:-20]
     if message and log.isEnabledFor(logging.DEBUG):
         log.debug("%s", message)
 
@@ -37,6 +39,17 @@ def install() -> None:
         ll.llama_log_set(callback, ctypes.c_void_p(0))
 
 
-def last_error() -> str:
-    """The most recent error line llama.cpp logged, e.g. why a GGUF failed to load."""
-    return str(_state["last_error"])
+def clear_errors() -> None:
+    _state["errors"].clear()
+
+
+def first_error() -> str:
+    """The first error llama.cpp logged since ``clear_errors``: the cause, not the summary.
+
+    llama.cpp prefixes lines with the function name and ``error loading model:``; a person
+    needs only what follows.
+    """
+    errors: list[str] = _state["errors"]
+    if not errors:
+        return ""
+    return errors[0].split("error loading model: ", 1)[-1]

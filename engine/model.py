@@ -111,9 +111,10 @@ class Model:
         params = ll.llama_model_default_params()
         params.n_gpu_layers = default_gpu_layers() if n_gpu_layers is None else n_gpu_layers
         started = time.perf_counter()
+        llama_log.clear_errors()
         ptr = ll.llama_model_load_from_file(str(path).encode(), params)
         if not ptr:
-            detail = llama_log.last_error() or "the file is truncated or corrupt"
+            detail = llama_log.first_error() or "the file is truncated or corrupt"
             raise ModelLoadError(f"llama.cpp could not load {path}: {detail}")
         load_s = time.perf_counter() - started
         try:

@@ -31,6 +31,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    logit_bias: tuple[tuple[int, float], ...] = ()  # OpenAI's; -100 bans a token
 
 
 @dataclass(frozen=True)

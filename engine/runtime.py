@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from engine.core import EngineCore, Swap
-from engine.errors import ContextOverflowError, EngineBusyError
+from engine.errors import ContextOverflowError, EngineBusyError, RequestError
 from engine.llama_backend import ContextConfig, LlamaBackend
 from engine.model import Model
 from engine.requests import GenerationRequest, SamplingParams, Sink
@@ -123,6 +123,9 @@ class EngineRuntime:
             prompt=[], params=params, sink=sink, messages=messages, cache_key=cache_key
         )
         request.prompt = self._retokenize(request)
+        n_vocab = self._ready_model().n_vocab
+        if any(token >= n_vocab for token, _ in params.logit_bias):
+            raise RequestError(f"logit_bias names a token id >= {n_vocab}", param="logit_bias")
         return request
 
     def _retokenize(self, request: GenerationRequest) -> list[int]:

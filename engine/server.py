@@ -68,6 +68,12 @@ async def _errors_as_json(request: web.Request, handler: Any) -> web.StreamRespo
             f"request body too large (limit {MAX_BODY_BYTES} bytes)"
         )  # fmt: skip
         return web.json_response(error_body(message, "invalid_request_error"), status=exc.status)
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        body = error_body("internal engine error (see the engine log)", "server_error")
+        return web.json_response(body, status=500)
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -104,6 +110,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     finally:
         if not done:  # client went away or the handler failed: free the sequence now
             runtime.cancel(generation.id)
+            stats.requests.inc(reason="cancelled")
 
 
 async def _stream(

@@ -1,0 +1,20 @@
+"""Shared fixtures: the real demo-model engine, started once per module that asks for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.engine_process import EngineProcess, start_engine
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[EngineProcess]:
+    process = start_engine(
+        "--model", "demo", "--n-ctx", "512", "--parallel", "4", env={"ADMIN_TOKEN": ADMIN_TOKEN}
+    )
+    yield process
+    assert process.stop() == 0

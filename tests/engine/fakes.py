@@ -1,0 +1,104 @@
+"""A scripted stand-in for the llama.cpp backend, so the scheduler is tested with no model.
+
+It keeps a real per-sequence KV ledger and checks every batch the way llama.cpp would
+(positions must continue the sequence), so scheduling bugs show up as assertion errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from engine.backend import DECODE_NO_ROOM, DECODE_OK, BatchEntry
+from engine.requests import SamplingParams
+
+NextToken = Callable[[list[int]], int]
+
+
+def count_up(history: list[int]) -> int:
+    """Default model: the next token is the last one plus one (prompts use ids >= 10)."""
+    return history[-1] + 1 if history else 10
+
+
+class FakeSampler:
+    def __init__(self, backend: FakeBackend, params: SamplingParams) -> None:
+        self.backend = backend
+        self.params = params
+        self.accepted: list[int] = []
+        self.closed = False
+
+    def sample(self, batch_index: int) -> int:
+        entry = self.backend.last_batch[batch_index]
+        assert entry.logits, "sampled a position without logits"
+        token = self.backend.next_token(self.backend.kv[entry.seq])
+        self.accepted.append(token)
+        return token
+
+    def accept(self, token: int) -> None:
+        self.accepted.append(token)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeBackend:
+    def __init__(
+        self,
+        *,
+        n_seq: int = 2,
+        n_ctx_seq: int = 64,
+        kv_cells: int | None = None,
+        unified: bool = False,
+        n_batch: int = 16,
+        eog_ids: frozenset[int] = frozenset({1, 2}),
+        next_token: NextToken = count_up,
+    ) -> None:
+        self.n_seq = n_seq
+        self.n_ctx_seq = n_ctx_seq
+        self.kv_cells = kv_cells if kv_cells is not None else n_seq * n_ctx_seq
+        self.unified = unified
+        self.n_batch = n_batch
+        self.eog_ids = eog_ids
+        self.next_token = next_token
+        self.kv: dict[int, list[int]] = {seq: [] for seq in range(n_seq)}
+        self.batches: list[list[BatchEntry]] = []
+        self.last_batch: list[BatchEntry] = []
+        self.fail_with: int | None = None
+        self.samplers: list[FakeSampler] = []
+        self.closed = False
+
+    def decode(self, entries: Sequence[BatchEntry]) -> int:
+        assert 0 < len(entries) <= self.n_batch, f"batch of {len(entries)}"
+        if self.fail_with is not None:
+            status, self.fail_with = self.fail_with, None
+            return status
+        if self.unified and self.used() + len(entries) > self.kv_cells:
+            return DECODE_NO_ROOM
+        for entry in entries:
+            seq = self.kv[entry.seq]
+            assert entry.pos == len(seq), f"seq {entry.seq}: pos {entry.pos} after {len(seq)}"
+            assert len(seq) < self.n_ctx_seq, f"seq {entry.seq} overflowed its window"
+            seq.append(entry.token)
+        self.batches.append(list(entries))
+        self.last_batch = list(entries)
+        return DECODE_OK
+
+    def used(self) -> int:
+        return sum(len(tokens) for tokens in self.kv.values())
+
+    def make_sampler(self, params: SamplingParams) -> FakeSampler:
+        sampler = FakeSampler(self, params)
+        self.samplers.append(sampler)
+        return sampler
+
+    def keep_prefix(self, seq: int, n_tokens: int) -> bool:
+        del self.kv[seq][n_tokens:]
+        return True
+
+    def clear(self, seq: int) -> None:
+        self.kv[seq].clear()
+
+    def piece(self, token: int) -> bytes:
+        return f"{token} ".encode()
+
+    def close(self) -> None:
+        self.closed = True
