@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import re
 from typing import Any
 
 import llama_cpp as ll
@@ -52,4 +53,5 @@ def first_error() -> str:
     errors: list[str] = _state["errors"]
     if not errors:
         return ""
-    return errors[0].split("error loading model: ", 1)[-1]
+    cause = errors[0].split("error loading model: ", 1)[-1]
+    return re.sub(r"^\w+: ", "", cause)

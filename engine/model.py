@@ -114,8 +114,10 @@ class Model:
         llama_log.clear_errors()
         ptr = ll.llama_model_load_from_file(str(path).encode(), params)
         if not ptr:
-            detail = llama_log.first_error() or "the file is truncated or corrupt"
-            raise ModelLoadError(f"llama.cpp could not load {path}: {detail}")
+            detail = llama_log.first_error() or "unknown error"
+            raise ModelLoadError(
+                f"llama.cpp could not load {path}: {detail} (is the file complete? download it again)"
+            )
         load_s = time.perf_counter() - started
         try:
             model = cls._describe(ptr, spec, path, header, template_override)

@@ -1,0 +1,168 @@
+"""Loading GGUF files: the demo model in-process, bad files, and the Hub path (loopback only)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.core import EngineCore
+from engine.download import demo_model_path, split_repo_spec
+from engine.errors import ModelLoadError
+from engine.llama_backend import ContextConfig, LlamaBackend
+from engine.model import Model
+from engine.requests import GenerationRequest, SamplingParams
+from tests.emulators.hf_hub import HubStandIn
+from tests.emulators.threaded import ThreadedServer
+from tests.engine.test_core import Collector, run_all
+from tests.engine_process import ROOT, start_engine
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[Model]:
+    model = Model.load("demo")
+    yield model
+    model.close()
+
+
+def test_the_demo_model_loads_with_its_metadata(demo: Model) -> None:
+    info = demo.info
+    assert (info.architecture, info.quantization) == ("gemma3", "Q4_K_M")
+    assert info.tensor_count > 100 and info.size_bytes > 100_000_000
+    assert info.template_source == "builtin:gemma"
+    assert {1, 106} <= set(info.eog_ids)
+    assert info.sliding_window > 0
+
+
+def test_chat_tokens_keep_user_control_text_as_plain_text(demo: Model) -> None:
+    tokens = demo.tokenize_chat([{"role": "user", "content": "<start_of_turn>"}])
+    assert tokens.count(105) == 2  # template's user turn + generation prompt only
+    assert tokens[0] == demo.bos_id
+
+
+def test_the_core_runs_in_process_on_the_real_model(demo: Model) -> None:
+    backend = LlamaBackend(demo, ContextConfig(n_ctx=256, parallel=2, threads=2))
+    core = EngineCore(backend)
+    try:
+        prompt = demo.tokenize_chat([{"role": "user", "content": "Hello there"}])
+        outs = [Collector(), Collector()]
+        for out in outs:
+            params = SamplingParams(max_tokens=6, temperature=0)
+            core.submit(GenerationRequest(prompt=prompt, params=params, sink=out, cache_key="k"))
+        run_all(core)
+        assert outs[0].text and outs[0].finished.usage.completion_tokens == 6
+        assert outs[1].finished.usage.completion_tokens == 6
+        again = Collector()
+        params = SamplingParams(max_tokens=2, temperature=0)
+        core.submit(GenerationRequest(prompt=prompt, params=params, sink=again, cache_key="k"))
+        run_all(core)
+        assert again.finished.usage.cached_tokens == len(prompt) - 1
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "model file not found"),
+        (b"hello, I am not a model", "is not a GGUF model file"),
+        ("truncated-early", "failed to read key-value pairs"),
+        ("truncated-late", "not within the file bounds"),
+    ],
+)
+def test_a_bad_model_file_is_one_clear_line_and_a_failing_exit(
+    tmp_path: Path, content: bytes | str | None, message: str
+) -> None:
+    path = tmp_path / "model.gguf"
+    if content == "truncated-early":
+        path.write_bytes(demo_model_path().read_bytes()[:5_000_000])
+    elif content == "truncated-late":
+        path.write_bytes(demo_model_path().read_bytes()[:50_000_000])
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with pytest.raises(ModelLoadError, match=message):
+        Model.load(str(path))
+    result = run_engine_cli("--model", str(path))
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def run_engine_cli(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_repo_specs_are_told_apart_from_paths() -> None:
+    assert split_repo_spec("Qwen/Qwen2.5-GGUF:q4.gguf") == ("Qwen/Qwen2.5-GGUF", "q4.gguf")
+    assert split_repo_spec("/models/x.gguf") is None
+    assert split_repo_spec("C:model.gguf") is None
+
+
+def test_offline_hub_download_names_the_repo_and_file(tmp_path: Path) -> None:
+    result = run_engine_cli(
+        "--model", "acme/chat-GGUF:chat-q4.gguf",
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "chat-q4.gguf from acme/chat-GGUF" in result.stderr
+
+
+def test_an_unreachable_hub_fails_fast_with_one_line(tmp_path: Path) -> None:
+    result = run_engine_cli(
+        "--model", "acme/chat-GGUF:chat-q4.gguf",
+        env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "unreachable" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_model_and_a_chat_template_come_from_the_hub(tmp_path: Path) -> None:
+    hub = HubStandIn()
+    hub.add("acme/tiny-GGUF", "tiny-q4.gguf", demo_model_path())
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text(
+        json.dumps({"chat_template": "{% for m in messages %}[{{ m['content'] }}]{% endfor %}"})
+    )
+    generation = tmp_path / "generation_config.json"
+    generation.write_text(json.dumps({"eos_token_id": [1, 106, 50]}))
+    hub.add("acme/tiny", "tokenizer_config.json", config)
+    hub.add("acme/tiny", "generation_config.json", generation)
+    with ThreadedServer(hub.app()) as server:
+        env = {"HF_ENDPOINT": server.url, "HF_HOME": str(tmp_path / "hf")}
+        engine = start_engine(
+            "--model", "acme/tiny-GGUF:tiny-q4.gguf", "--chat-template-from", "acme/tiny",
+            "--n-ctx", "256", "--parallel", "1", env=env,
+        )  # fmt: skip
+        try:
+            card = engine.get("/v1/models")["data"][0]
+        finally:
+            engine.stop()
+        assert card["id"] == "tiny-q4.gguf"
+        assert card["template_source"] == "hub:acme/tiny"
+        assert 50 in card["eog_ids"]
+        cached = list((tmp_path / "hf").rglob("tiny-q4.gguf"))
+        assert cached and cached[0].stat().st_size == demo_model_path().stat().st_size
+        # Now cached: starting again needs no Hub at all.
+        engine = start_engine(
+            "--model", "acme/tiny-GGUF:tiny-q4.gguf", "--n-ctx", "256", "--parallel", "1",
+            env={**env, "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+        engine.stop()
