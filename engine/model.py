@@ -115,9 +115,8 @@ class Model:
         ptr = ll.llama_model_load_from_file(str(path).encode(), params)
         if not ptr:
             detail = llama_log.first_error() or "unknown error"
-            raise ModelLoadError(
-                f"llama.cpp could not load {path}: {detail} (is the file complete? download it again)"
-            )
+            hint = "is the file complete? download it again"
+            raise ModelLoadError(f"llama.cpp could not load {path}: {detail} ({hint})")
         load_s = time.perf_counter() - started
         try:
             model = cls._describe(ptr, spec, path, header, template_override)
