@@ -31,7 +31,15 @@ class ContextConfig:
     parallel: int = 4
     n_batch: int = 512
     threads: int | None = None
-    kv_unified: bool = False
+    kv_unified: bool = True
+    flash_attn: str = "auto"  # auto | on | off
+
+
+FLASH_ATTN = {
+    "auto": ll.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    "on": ll.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    "off": ll.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
 
 
 def default_threads() -> int:
@@ -117,6 +125,7 @@ class LlamaBackend:
         # when the full window is kept; otherwise every turn re-evaluates the whole prompt.
         params.swa_full = model.info.sliding_window > 0
         params.no_perf = True
+        params.flash_attn_type = FLASH_ATTN[config.flash_attn]
         self.ctx = ll.llama_init_from_model(model.ptr, params)
         if not self.ctx:
             raise ModelLoadError(
