@@ -52,8 +52,8 @@ def build_parser(prog: str = "parley engine") -> argparse.ArgumentParser:
     p.add_argument(
         "--parallel",
         type=_positive,
-        default=4,
-        help="conversations decoded together (KV sequences, default 4)",
+        default=8,
+        help="conversations decoded together (KV sequences, default 8)",
     )
     p.add_argument("--n-batch", type=_positive, default=512, help="tokens per decode (default 512)")
     p.add_argument("--threads", type=_positive, default=None, help="CPU threads (default: all)")

@@ -28,7 +28,7 @@ class ContextConfig:
     """How big a context to build. ``n_ctx`` is per sequence (what one conversation may use)."""
 
     n_ctx: int = 4096
-    parallel: int = 4
+    parallel: int = 8
     n_batch: int = 512
     threads: int | None = None
     kv_unified: bool = True
