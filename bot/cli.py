@@ -1,18 +1,46 @@
-"""``parley``: the command-line entry point.
+"""``parley``: the command-line entry point (run / chat / engine).
 
-Subcommands dispatch lazily so ``parley engine`` does not import the bot and vice versa.
+Subcommands import lazily, so ``parley engine`` never imports the bot and vice versa.
+Errors end as one clear line on stderr and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
 import sys
 from collections.abc import Sequence
+
+from bot.errors import ParleyError
 
 USAGE = """usage: parley COMMAND [ARGS...]
 
 commands:
-  engine    serve a GGUF model over the OpenAI-compatible HTTP API (parley engine --help)
+  run       run the bot on every configured platform (no token set: the terminal chat)
+  chat      chat with the model in this terminal
+  engine    serve a GGUF model over the OpenAI-compatible HTTP API
+
+'parley COMMAND --help' explains each one.
 """
+
+
+def chat_parser(prog: str = "parley chat") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Chat with the model in this terminal: streamed answers, memory across "
+        "turns, prompt and generation speed after each answer.",
+        epilog="example: printf 'Hello\\n' | parley chat --model demo -n 32",
+    )
+    p.add_argument("--model", help="a .gguf path, REPO_ID:FILENAME, or demo (default: MODEL)")
+    p.add_argument("--system", help="system prompt for this session")
+    p.add_argument("-n", "--max-tokens", type=int, help="most tokens per answer")
+    p.add_argument("--temperature", type=float, help="sampling temperature (0 = greedy)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling threshold")
+    p.add_argument("--seed", type=int, help="random seed, for repeatable answers")
+    p.add_argument("--repeat-penalty", type=float, help="penalty for repeated tokens (1 = off)")
+    p.add_argument("--repeat-last-n", type=int, help="how many recent tokens the penalty sees")
+    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,8 +53,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         from engine.cli import main as engine_main
 
         return engine_main(rest)
+    if command in ("chat", "run"):
+        options = chat_parser(f"parley {command}").parse_args(rest)
+        try:
+            return asyncio.run(_chat_or_run(command, options))
+        except ParleyError as exc:
+            print(f"parley: {exc}", file=sys.stderr)
+            return 1
     print(f"parley: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
     return 2
+
+
+async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
+    from adapters.console import Console
+    from bot.app import Parley, SessionOverrides, sampling_from
+    from bot.settings import load_settings
+
+    overrides_given = {
+        key: value
+        for key, value in {
+            "max_tokens": options.max_tokens,
+            "temperature": options.temperature,
+            "top_p": options.top_p,
+            "seed": options.seed,
+            "repeat_penalty": options.repeat_penalty,
+            "repeat_last_n": options.repeat_last_n,
+        }.items()
+        if value is not None
+    }
+    if options.model is not None:
+        overrides_given["model"] = options.model
+    settings = load_settings(**overrides_given)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if command == "run" and settings.platform_tokens:
+        names = ", ".join(sorted(settings.platform_tokens))
+        raise ParleyError(f"platform adapters ({names}) are not part of this build yet")
+    if command == "run":
+        print("No DISCORD_TOKEN or TELEGRAM_TOKEN set: opening the terminal chat.", flush=True)
+    overrides = SessionOverrides(system_prompt=options.system, sampling=sampling_from(settings))
+    app = Parley(settings, overrides)
+    async with app as service:
+        return await Console(service, app.model_name).run()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 from aiohttp import web
 
 from engine.download import resolve_model_path
-from engine.errors import EngineError
+from engine.errors import EngineError, ModelUnavailableError
 from engine.llama_backend import ContextConfig
 from engine.model import read_gguf_header
 from engine.runtime import EngineConfig, EngineRuntime
@@ -27,6 +27,8 @@ from engine.server import create_app
 from engine.template import TemplateOverride, override_from_file, override_from_hub
 
 log = logging.getLogger("engine")
+
+EXIT_MODEL_UNAVAILABLE = 3  # not cached and not downloadable: the bot may fall back to demo
 
 
 def build_parser(prog: str = "parley engine") -> argparse.ArgumentParser:
@@ -160,6 +162,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "parley engine") -> int:
         config = config_from_args(args)
         read_gguf_header(resolve_model_path(config.model))  # fail fast, before binding
         asyncio.run(serve(config, args.host, args.port, os.environ.get("ADMIN_TOKEN", "")))
+    except ModelUnavailableError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_MODEL_UNAVAILABLE
     except EngineError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1

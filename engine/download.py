@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from engine.errors import ModelLoadError
+from engine.errors import ModelLoadError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -90,20 +90,26 @@ def hub_download(repo_id: str, filename: str) -> str:
     except LocalEntryNotFoundError:
         pass
     if constants.HF_HUB_OFFLINE:
-        raise ModelLoadError(f"cannot download {where}: HF_HUB_OFFLINE is set and it is not cached")
+        raise ModelUnavailableError(
+            f"cannot download {where}: HF_HUB_OFFLINE is set and it is not cached"
+        )
     try:
         get_hf_file_metadata(hf_hub_url(repo_id, filename), timeout=10)
         return hf_hub_download(repo_id=repo_id, filename=filename)
     except GatedRepoError as exc:
-        raise ModelLoadError(f"cannot download {where}: the repo is gated; set HF_TOKEN") from exc
+        raise ModelUnavailableError(
+            f"cannot download {where}: the repo is gated; set HF_TOKEN"
+        ) from exc
     except RepositoryNotFoundError as exc:
-        raise ModelLoadError(f"cannot download {where}: no such repo (or it is private)") from exc
+        raise ModelUnavailableError(
+            f"cannot download {where}: no such repo (or it is private)"
+        ) from exc
     except EntryNotFoundError as exc:
-        raise ModelLoadError(f"cannot download {where}: the repo has no such file") from exc
+        raise ModelUnavailableError(f"cannot download {where}: the repo has no such file") from exc
     except HfHubHTTPError as exc:
-        raise ModelLoadError(f"cannot download {where}: {_first_line(exc)}") from exc
+        raise ModelUnavailableError(f"cannot download {where}: {_first_line(exc)}") from exc
     except Exception as exc:  # connection refused, DNS, timeouts: httpx's own exception types
-        raise ModelLoadError(
+        raise ModelUnavailableError(
             f"cannot download {where}: the Hugging Face Hub is unreachable ({_first_line(exc)})"
         ) from exc
 

@@ -11,6 +11,11 @@ class ModelLoadError(EngineError):
     """The model could not be found, downloaded or loaded."""
 
 
+class ModelUnavailableError(ModelLoadError):
+    """The model is not cached and cannot be downloaded; ``parley engine`` exits with 3 so a
+    supervisor can fall back to another model."""
+
+
 class TemplateError(EngineError):
     """No usable chat template, or the template failed to render these messages."""
 

@@ -1,0 +1,165 @@
+"""The terminal chat (``parley chat``): the seeds' REPL on top of the real pipeline.
+
+Reads lines from stdin on a daemon thread (so typing ``/stop`` works while an answer
+streams, and exiting never waits on a blocked read), prints the answer as it streams, then
+the prompt and generation speed. Works with piped stdin: answers each line, exits 0 at EOF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import signal
+import sys
+import threading
+from collections import deque
+from typing import TextIO
+
+from bot.incoming import Incoming, Outcome
+from bot.service import ChatService
+
+PLATFORM = "console"
+CHAT_ID = "terminal"
+HELP = "commands: /reset (new conversation), /stop (stop the answer), /quit (or Ctrl-D)"
+
+
+class ConsoleReply:
+    """Prints one answer as it streams; ``done`` is set once it has ended."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.done = asyncio.Event()
+
+    async def notice(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+        self.done.set()
+
+    async def queued(self, position: int) -> None:
+        self.out.write(f"(queued #{position})\n")
+        self.out.flush()
+
+    def delta(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    async def finished(self, outcome: Outcome) -> None:
+        lines = [""]
+        if outcome.state == "stopped":
+            lines.append("⏹ stopped")
+        elif outcome.state == "error":
+            lines.append(f"⚠ error: {outcome.error}")
+        if outcome.dropped:
+            lines.append(
+                f"(the {outcome.dropped} oldest messages were left out to fit the context)"
+            )
+        if outcome.usage is not None:
+            lines.extend(stats_lines(outcome))
+        self.out.write("\n".join(lines) + "\n")
+        self.out.flush()
+        self.done.set()
+
+
+def stats_lines(outcome: Outcome) -> list[str]:
+    """The seeds' two lines: prompt processing and generation speed."""
+    usage = outcome.usage
+    assert usage is not None
+    evaluated = usage.prompt_tokens - usage.cached_tokens
+    return [
+        f"prompt: {usage.prompt_tokens} tokens ({usage.cached_tokens} cached), {evaluated} "
+        f"processed in {usage.prompt_ms / 1000:.2f} s, {usage.prompt_per_second:.1f} tok/s",
+        f"generated: {usage.completion_tokens} tokens in {usage.decode_ms / 1000:.2f} s, "
+        f"{usage.decode_per_second:.1f} tok/s",
+    ]
+
+
+class Console:
+    def __init__(
+        self, service: ChatService, model: str, inp: TextIO = sys.stdin, out: TextIO = sys.stdout
+    ) -> None:
+        self.service = service
+        self.model = model
+        self.inp = inp
+        self.out = out
+        self.interactive = inp.isatty() and out.isatty()
+        self.user_id = _user_name()
+        self.lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self.backlog: deque[str | None] = deque()  # read while an answer streamed, in order
+        self.current: ConsoleReply | None = None
+        self._stopping: asyncio.Future[int] | None = None
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._read_lines, args=(loop,), daemon=True).start()
+        loop.add_signal_handler(signal.SIGINT, self._on_interrupt)
+        try:
+            if self.interactive:
+                self.out.write(f"Parley — {self.model}. {HELP}\n")
+            while True:
+                if self.interactive:
+                    self.out.write("> ")
+                    self.out.flush()
+                line = self.backlog.popleft() if self.backlog else await self.lines.get()
+                if line is None or line.strip() == "/quit":
+                    return 0
+                await self._turn(line.rstrip("\n"))
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+    async def _turn(self, line: str) -> None:
+        command = line.strip()
+        if command == "/reset":
+            await self.service.reset(PLATFORM, CHAT_ID, self.user_id, self.user_id)
+            self.out.write("(new conversation)\n")
+            return
+        if command == "/stop":
+            self.out.write("(nothing to stop)\n")
+            return
+        if command in ("/help", "/?"):
+            self.out.write(HELP + "\n")
+            return
+        reply = ConsoleReply(self.out)
+        self.current = reply
+        incoming = Incoming(PLATFORM, CHAT_ID, self.user_id, self.user_id, line, reply)
+        await self.service.handle(incoming)
+        await self._wait_for_answer(reply)
+        self.current = None
+
+    async def _wait_for_answer(self, reply: ConsoleReply) -> None:
+        """Lines typed while an answer streams: /stop stops it, others wait their turn."""
+        while not reply.done.is_set():
+            next_line = asyncio.create_task(self.lines.get())
+            finished = asyncio.create_task(reply.done.wait())
+            await asyncio.wait({next_line, finished}, return_when=asyncio.FIRST_COMPLETED)
+            finished.cancel()
+            if not next_line.done():
+                next_line.cancel()
+                break
+            line = next_line.result()
+            if line is not None and line.strip() == "/stop":
+                await self.service.cancel(PLATFORM, CHAT_ID, self.user_id)
+            else:
+                self.backlog.append(line)
+        await reply.done.wait()
+
+    def _on_interrupt(self) -> None:
+        """Ctrl-C stops the answer being written; at the prompt it quits."""
+        if self.current is not None and not self.current.done.is_set():
+            self._stopping = asyncio.ensure_future(
+                self.service.cancel(PLATFORM, CHAT_ID, self.user_id)
+            )
+        else:
+            self.out.write("\n")
+            self.lines.put_nowait(None)
+
+    def _read_lines(self, loop: asyncio.AbstractEventLoop) -> None:
+        for line in self.inp:
+            loop.call_soon_threadsafe(self.lines.put_nowait, line)
+        loop.call_soon_threadsafe(self.lines.put_nowait, None)
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "local"

@@ -1,0 +1,128 @@
+"""Wiring: settings -> store -> engine (spawned or remote) -> chat service -> adapters.
+
+``Parley`` is an async context manager: entering starts everything, leaving stops it in
+reverse order (the local engine last, so no orphan process is left even on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from types import TracebackType
+
+import aiohttp
+
+from bot.engine_client import EngineClient, Sampling
+from bot.errors import ModelUnavailable
+from bot.local_engine import LocalEngine
+from bot.service import ChatService
+from bot.settings import DEMO_MODEL, Settings
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionOverrides:
+    """``parley chat`` flags that override settings for one session."""
+
+    model: str | None = None
+    system_prompt: str | None = None
+    sampling: Sampling | None = None
+
+
+def sampling_from(settings: Settings) -> Sampling:
+    return Sampling(
+        max_tokens=settings.max_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=settings.top_k,
+        min_p=settings.min_p,
+        repeat_penalty=settings.repeat_penalty,
+        repeat_last_n=settings.repeat_last_n,
+        seed=settings.seed,
+    )
+
+
+class Parley:
+    def __init__(self, settings: Settings, overrides: SessionOverrides | None = None) -> None:
+        self.settings = settings
+        self.overrides = overrides or SessionOverrides()
+        self.session: aiohttp.ClientSession | None = None
+        self.store: Store | None = None
+        self.engine: LocalEngine | None = None
+        self.service: ChatService | None = None
+        self.model_name = ""
+
+    async def __aenter__(self) -> ChatService:
+        self.session = aiohttp.ClientSession()
+        try:
+            return await self._start(self.session)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _start(self, session: aiohttp.ClientSession) -> ChatService:
+        settings = self.settings
+        self.store = await Store.open(settings.database_path.expanduser())
+        client = await self._engine(session)
+        card = await client.model()
+        health = await client.health()
+        self.model_name = card.name
+        service = ChatService(
+            self.store,
+            client,
+            sampling=self.overrides.sampling or sampling_from(settings),
+            system_prompt=(
+                self.overrides.system_prompt
+                if self.overrides.system_prompt is not None
+                else settings.system_prompt
+            ),
+            n_ctx=card.n_ctx,
+            max_pending_per_user=settings.max_pending_per_user,
+            max_pending_total=settings.max_pending_total,
+        )
+        service.start(workers=health.slots_total)
+        self.service = service
+        return service
+
+    async def _engine(self, session: aiohttp.ClientSession) -> EngineClient:
+        """The configured remote engine, or a local one (falling back to demo when offline)."""
+        if self.settings.engine_urls:
+            return EngineClient(self.settings.engine_urls[0], session)
+        model = self.overrides.model or self.settings.model
+        try:
+            return await self._spawn(session, model)
+        except ModelUnavailable as exc:
+            if model == DEMO_MODEL:
+                raise
+            print(f"parley: {exc}; using the demo model instead", file=sys.stderr, flush=True)
+            return await self._spawn(session, DEMO_MODEL)
+
+    async def _spawn(self, session: aiohttp.ClientSession, model: str) -> EngineClient:
+        settings = self.settings
+        args = ["--model", model, "--n-ctx", str(settings.engine_n_ctx)]
+        args += ["--parallel", str(settings.engine_parallel)]
+        if settings.engine_threads:
+            args += ["--threads", str(settings.engine_threads)]
+        if settings.engine_n_gpu_layers is not None:
+            args += ["--n-gpu-layers", str(settings.engine_n_gpu_layers)]
+        log_path = settings.database_path.expanduser().parent / "engine.log"
+        self.engine = LocalEngine(args, log_path=log_path)
+        return await self.engine.start(session, settings.engine_start_timeout)
+
+    async def close(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+        if self.engine is not None:
+            await self.engine.stop()
+        if self.store is not None:
+            await self.store.close()
+        if self.session is not None:
+            await self.session.close()

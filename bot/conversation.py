@@ -1,0 +1,82 @@
+"""Fit a conversation into the model's context: system prompt + as much history as fits.
+
+Counting uses the engine's own tokenizer and chat template (``/tokenize``), so the budget is
+exact. The oldest turns go first; the system prompt and the current message are never
+dropped. A current message that cannot fit even alone is refused with the numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from bot.errors import TooLong
+
+CountTokens = Callable[[Sequence[dict[str, str]]], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class FittedConversation:
+    messages: list[dict[str, str]]
+    prompt_tokens: int
+    dropped: int  # history messages left out
+
+
+async def fit_conversation(
+    system_prompt: str,
+    history: Sequence[Turn],
+    *,
+    n_ctx: int,
+    max_tokens: int,
+    count_tokens: CountTokens,
+) -> FittedConversation:
+    """``history`` ends with the current user message. Budget: n_ctx - max_tokens.
+
+    Costs one token count when everything fits (the usual case), and a binary search
+    (log2 of the history length) when older turns must go.
+    """
+    if not history:
+        raise ValueError("history must end with the current message")
+    budget = n_ctx - max_tokens
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    turns = [{"role": t.role, "content": t.content} for t in history]
+
+    sizes: dict[int, int] = {}
+
+    async def cost(dropped: int) -> int:
+        if dropped not in sizes:
+            sizes[dropped] = await count_tokens(system + _start_with_user(turns[dropped:]))
+        return sizes[dropped]
+
+    if await cost(0) <= budget:
+        return FittedConversation(system + turns, await cost(0), 0)
+    alone = await cost(len(turns) - 1)
+    if alone > budget:
+        raise TooLong(
+            f"Your message is too long for this model: it needs {alone} tokens of context "
+            f"but only {budget} are available ({n_ctx} minus {max_tokens} for the answer). "
+            "Please shorten it."
+        )
+    low, high = 1, len(turns) - 1  # the fewest dropped messages that fit lies in [low, high]
+    while low < high:
+        middle = (low + high) // 2
+        if await cost(middle) <= budget:
+            high = middle
+        else:
+            low = middle + 1
+    kept = _start_with_user(turns[high:])
+    return FittedConversation(system + kept, await cost(high), len(turns) - len(kept))
+
+
+def _start_with_user(turns: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Templates such as Gemma's expect the first turn after the system prompt to be the user's."""
+    start = 0
+    while start < len(turns) - 1 and turns[start]["role"] != "user":
+        start += 1
+    return turns[start:]

@@ -1,0 +1,31 @@
+"""The bot's exception hierarchy: every message is written for the person who will read it."""
+
+from __future__ import annotations
+
+
+class ParleyError(Exception):
+    """Base class; ``str(error)`` is what the user or operator is shown."""
+
+
+class ConfigError(ParleyError):
+    """Invalid settings; one line per problem."""
+
+
+class EngineUnavailable(ParleyError):
+    """The engine could not be started or reached."""
+
+
+class ModelUnavailable(EngineUnavailable):
+    """The configured model cannot be downloaded (offline, missing); a fallback may apply."""
+
+
+class EngineRequestError(ParleyError):
+    """The engine refused or failed one request (e.g. the prompt does not fit)."""
+
+
+class QueueFull(ParleyError):
+    """Too many pending requests, for this user or overall."""
+
+
+class TooLong(ParleyError):
+    """A single message does not fit in the model's context."""

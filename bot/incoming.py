@@ -1,0 +1,54 @@
+"""What an adapter hands the bot, and what the bot calls back to show a reply.
+
+Adapters parse their platform's events into ``Incoming`` and implement ``ReplySink`` (the
+platform adapters through ``bot.replies.StreamedReply``, the terminal by printing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from bot.engine_client import Usage
+
+State = Literal["done", "stopped", "error"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a reply ended, for the sink's final rendering and the terminal's stats lines."""
+
+    state: State
+    text: str
+    error: str | None = None
+    usage: Usage | None = None
+    model: str = ""
+    dropped: int = 0  # history messages left out to fit the context
+
+
+class ReplySink(Protocol):
+    """One reply on one platform surface. Called from the bot's event loop."""
+
+    async def notice(self, text: str) -> None:
+        """A short standalone answer: a refusal, "busy", a command's result."""
+
+    async def queued(self, position: int) -> None:
+        """The request waits; ``position`` is its 1-based place in the service order."""
+
+    def delta(self, text: str) -> None:
+        """More of the answer (never blocks)."""
+
+    async def finished(self, outcome: Outcome) -> None:
+        """The answer is complete, stopped or failed; show the final state."""
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One user message, already stripped of platform details (mentions, commands)."""
+
+    platform: str
+    chat_id: str
+    user_id: str
+    user_name: str
+    text: str
+    reply: ReplySink

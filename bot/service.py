@@ -1,0 +1,261 @@
+"""The chat service: from an adapter's ``Incoming`` to a stored, streamed answer.
+
+``handle`` checks access and limits, commits the user's message and its job in one
+transaction, and queues the job; workers (one per engine slot) fit the history into the
+context, stream the answer from the engine into the reply sink, and store the reply with its
+final status. Event-loop-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from dataclasses import dataclass, field
+
+from bot.conversation import Turn, fit_conversation
+from bot.engine_client import EngineClient, Sampling, StreamEnd, Usage
+from bot.errors import ParleyError, QueueFull
+from bot.incoming import Incoming, Outcome, State
+from bot.queue import FairQueue, QueuedJob
+from bot.store import Conversation, Job, JobStatus, Message, MessageStatus, Store, User
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PROMPT_KEY = "system_prompt"
+JOB_STATUS: dict[State, JobStatus] = {"done": "done", "stopped": "cancelled", "error": "failed"}
+MESSAGE_STATUS: dict[State, MessageStatus] = {
+    "done": "complete",
+    "stopped": "cancelled",
+    "error": "failed",
+}
+
+
+@dataclass
+class WorkItem:
+    incoming: Incoming
+    user: User
+    conversation: Conversation
+    message: Message
+    job: Job
+    reply_text: list[str] = field(default_factory=list)
+
+
+class ChatService:
+    def __init__(
+        self,
+        store: Store,
+        engine: EngineClient,
+        *,
+        sampling: Sampling,
+        system_prompt: str,
+        n_ctx: int,
+        max_pending_per_user: int,
+        max_pending_total: int,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.sampling = sampling
+        self.system_prompt = system_prompt
+        self.n_ctx = n_ctx
+        self.queue: FairQueue[WorkItem] = FairQueue(max_pending_per_user, max_pending_total)
+        self._running: dict[int, QueuedJob[WorkItem]] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._ids = itertools.count(1)
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    def start(self, workers: int) -> None:
+        for index in range(max(1, workers)):
+            self._workers.append(asyncio.create_task(self._work(), name=f"parley-worker-{index}"))
+
+    async def stop(self) -> None:
+        """Stop running replies (they end as "stopped") and the workers."""
+        for job in list(self._running.values()):
+            job.cancelled.set()
+        while self._running:
+            await asyncio.sleep(0.01)
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers.clear()
+
+    # ---- adapter calls ----------------------------------------------------------------
+
+    async def handle(self, incoming: Incoming) -> None:
+        """Accept one user message: refuse it clearly, or store it and queue its answer."""
+        if not incoming.text.strip():
+            await incoming.reply.notice("Send me some text and I'll answer.")
+            return
+        if await self.store.is_banned(incoming.platform, incoming.user_id):
+            return
+        key = _user_key(incoming)
+        try:
+            self.queue.check_room(key, self._running_for(key))
+        except QueueFull as exc:
+            await incoming.reply.notice(str(exc))
+            return
+        user = await self.store.user(incoming.platform, incoming.user_id, incoming.user_name)
+        conversation = await self.store.active_conversation(user, incoming.chat_id)
+        message, job = await self.store.add_user_message_with_job(
+            conversation.id, user.id, incoming.text
+        )
+        item = WorkItem(incoming, user, conversation, message, job)
+        queued: QueuedJob[WorkItem] = QueuedJob(next(self._ids), key, item)
+        queued.on_position = lambda n: _show_position(incoming, n)
+        position = self.queue.put(queued)
+        if position > 1 or self._all_busy():
+            await incoming.reply.queued(position)
+
+    async def cancel(self, platform: str, chat_id: str, user_id: str) -> int:
+        """/stop: cancel the user's running and queued answers; returns how many."""
+        key = _user_key_of(platform, user_id)
+        count = 0
+        for job in self.queue.jobs_of(key):
+            if job.payload.incoming.chat_id == chat_id and self.queue.remove(job.id) is not None:
+                count += 1
+                await self._finish(job.payload, Outcome("stopped", ""))
+        for job in list(self._running.values()):
+            if job.user == key and job.payload.incoming.chat_id == chat_id:
+                job.cancelled.set()
+                count += 1
+        return count
+
+    async def reset(self, platform: str, chat_id: str, user_id: str, user_name: str) -> None:
+        """/reset: a fresh conversation; the old messages stay stored but are not sent."""
+        user = await self.store.user(platform, user_id, user_name)
+        await self.store.reset_conversation(user, chat_id)
+
+    async def system_prompt_for(self, platform: str, user_id: str, user_name: str) -> str:
+        user = await self.store.user(platform, user_id, user_name)
+        custom = await self.store.get_user_setting(user.id, SYSTEM_PROMPT_KEY)
+        return custom if custom is not None else self.system_prompt
+
+    async def set_system_prompt(
+        self, platform: str, user_id: str, user_name: str, prompt: str | None
+    ) -> None:
+        """Per-user system prompt; None restores the default."""
+        user = await self.store.user(platform, user_id, user_name)
+        await self.store.set_user_setting(user.id, SYSTEM_PROMPT_KEY, prompt)
+
+    # ---- workers ----------------------------------------------------------------------
+
+    def _running_for(self, key: str) -> int:
+        return sum(1 for job in self._running.values() if job.user == key)
+
+    def _all_busy(self) -> bool:
+        return len(self._running) >= len(self._workers)
+
+    async def _work(self) -> None:
+        while True:
+            job = await self.queue.get()
+            self._running[job.id] = job
+            try:
+                await self._answer(job)
+            except Exception:
+                log.exception("worker failed on job %d", job.payload.job.id)
+                with contextlib.suppress(Exception):
+                    outcome = Outcome("error", "", error="internal error; please try again")
+                    await self._finish(job.payload, outcome)
+            finally:
+                self._running.pop(job.id, None)
+
+    async def _answer(self, job: QueuedJob[WorkItem]) -> None:
+        item = job.payload
+        await self.store.set_job_status(item.job.id, "running")
+        history = await self.store.history(item.conversation.id)
+        system = await self.store.get_user_setting(item.user.id, SYSTEM_PROMPT_KEY)
+        try:
+            fitted = await fit_conversation(
+                self.system_prompt if system is None else system,
+                [Turn(m.role, m.content) for m in history],
+                n_ctx=self.n_ctx,
+                max_tokens=self.sampling.max_tokens,
+                count_tokens=self.engine.count_tokens,
+            )
+        except ParleyError as exc:
+            await self._finish(item, Outcome("error", "", error=str(exc)))
+            return
+        state, end, error = await self._stream(job, fitted.messages)
+        usage = end.usage if end else None
+        outcome = Outcome(
+            state, "".join(item.reply_text), error, usage, end.model if end else "", fitted.dropped
+        )
+        await self._finish(item, outcome)
+
+    async def _stream(
+        self, job: QueuedJob[WorkItem], messages: list[dict[str, str]]
+    ) -> tuple[State, StreamEnd | None, str | None]:
+        """Stream into the sink until done, failed, or cancelled (which closes the request)."""
+        item = job.payload
+        ended: list[StreamEnd] = []
+
+        async def consume() -> None:
+            stream = self.engine.stream_chat(
+                messages, self.sampling, cache_key=f"conversation-{item.conversation.id}"
+            )
+            async for piece in stream:
+                if isinstance(piece, StreamEnd):
+                    ended.append(piece)
+                else:
+                    item.reply_text.append(piece)
+                    item.incoming.reply.delta(piece)
+
+        streaming = asyncio.create_task(consume())
+        stopping = asyncio.create_task(job.cancelled.wait())
+        await asyncio.wait({streaming, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not streaming.done():
+            streaming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await streaming
+            return "stopped", ended[0] if ended else None, None
+        if (exc := streaming.exception()) is not None:
+            message = str(exc) if isinstance(exc, ParleyError) else "the engine failed"
+            if not isinstance(exc, ParleyError):
+                log.error("stream failed", exc_info=exc)
+            return "error", None, message
+        end = ended[0] if ended else None
+        if end is not None and end.finish_reason == "cancelled":
+            return "stopped", end, None
+        return "done", end, None
+
+    async def _finish(self, item: WorkItem, outcome: Outcome) -> None:
+        """Store the reply (partial text kept, marked) and close the job; then show it."""
+        reply_id = None
+        if outcome.text or outcome.state == "done":
+            usage = outcome.usage or Usage()
+            stored = await self.store.add_message(
+                item.conversation.id,
+                "assistant",
+                outcome.text,
+                status=MESSAGE_STATUS[outcome.state],
+                token_count=usage.completion_tokens or None,
+                model=outcome.model or None,
+            )
+            reply_id = stored.id
+        await self.store.set_job_status(
+            item.job.id, JOB_STATUS[outcome.state], reply_message_id=reply_id, error=outcome.error
+        )
+        await item.incoming.reply.finished(outcome)
+
+
+def _user_key(incoming: Incoming) -> str:
+    return _user_key_of(incoming.platform, incoming.user_id)
+
+
+def _user_key_of(platform: str, user_id: str) -> str:
+    """Fairness and limits are per person, across all the chats they talk in."""
+    return f"{platform}:{user_id}"
+
+
+def _show_position(incoming: Incoming, position: int) -> None:
+    task = asyncio.get_running_loop().create_task(incoming.reply.queued(position))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Task[None]] = set()

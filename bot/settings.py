@@ -1,0 +1,133 @@
+"""Parley's settings, read from the environment and ``.env`` (every key is in .env.example).
+
+Secrets are ``SecretStr``: they never appear in ``repr``, logs or error messages. Invalid
+values fail at start with one line per problem (see ``load_settings``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-1.5B-Instruct-GGUF:qwen2.5-1.5b-instruct-q4_k_m.gguf"
+DEMO_MODEL = "demo"
+REPO_SPEC = re.compile(r"^[\w.-]+/[\w.-]+:.+$")
+
+IdList = Annotated[list[int], NoDecode]
+UrlList = Annotated[list[str], NoDecode]
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "parley"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+    )
+
+    model: str = DEFAULT_MODEL
+    database_path: Path = Field(default_factory=lambda: default_data_dir() / "parley.db")
+    system_prompt: str = "You are Parley, a helpful and concise assistant."
+
+    # Sampling defaults for every reply (the seeds' flags).
+    max_tokens: int = Field(default=512, ge=1)
+    temperature: float = Field(default=0.7, ge=0.0, le=5.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    top_k: int = Field(default=40, ge=0)
+    min_p: float = Field(default=0.05, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(default=1.1, gt=0.0)
+    repeat_last_n: int = Field(default=64, ge=-1)
+    seed: int | None = None
+
+    # The engine: empty ENGINE_URLS spawns a local one with these options.
+    engine_urls: UrlList = Field(default_factory=list)
+    engine_n_ctx: int = Field(default=4096, ge=256)
+    engine_parallel: int = Field(default=8, ge=1)
+    engine_threads: int | None = Field(default=None, ge=1)
+    engine_n_gpu_layers: int | None = None
+    engine_start_timeout: float = Field(default=600.0, gt=0)
+
+    # Queue limits.
+    max_pending_per_user: int = Field(default=3, ge=1)
+    max_pending_total: int = Field(default=100, ge=1)
+
+    admin_token: SecretStr | None = None
+
+    discord_token: SecretStr | None = None
+    discord_api_base_url: str = "https://discord.com/api/v10"
+    discord_gateway_url: str = "wss://gateway.discord.gg"
+    discord_allowed_users: IdList = Field(default_factory=list)
+    discord_admin_ids: IdList = Field(default_factory=list)
+
+    telegram_token: SecretStr | None = None
+    telegram_api_base_url: str = "https://api.telegram.org"
+    telegram_allowed_users: IdList = Field(default_factory=list)
+    telegram_allowed_chats: IdList = Field(default_factory=list)
+    telegram_admin_ids: IdList = Field(default_factory=list)
+
+    log_level: str = Field(default="warning", pattern="^(debug|info|warning|error)$")
+
+    @field_validator(
+        "discord_allowed_users", "discord_admin_ids", "telegram_allowed_users",
+        "telegram_allowed_chats", "telegram_admin_ids", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _id_list(cls, value: object) -> object:
+        """Comma-separated numeric platform ids, e.g. ``123,456`` (Telegram chats may be < 0)."""
+        if isinstance(value, str):
+            items = [item.strip() for item in value.split(",") if item.strip()]
+            bad = [item for item in items if not re.fullmatch(r"-?\d+", item)]
+            if bad:
+                raise ValueError(f"expected comma-separated numeric ids, got {bad[0]!r}")
+            return [int(item) for item in items]
+        return value
+
+    @field_validator("engine_urls", mode="before")
+    @classmethod
+    def _url_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            urls = [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+            bad = [u for u in urls if not re.match(r"^https?://", u)]
+            if bad:
+                raise ValueError(f"expected http(s) URLs, got {bad[0]!r}")
+            return urls
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model_reachable(cls, value: str) -> str:
+        """A local path must be a readable file; ``demo`` and ``REPO:FILE`` are checked later."""
+        value = value.strip()
+        if value == DEMO_MODEL or REPO_SPEC.match(value):
+            return value
+        path = Path(value).expanduser()
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise ValueError(f"no readable model file at {path}")
+        return value
+
+    @property
+    def platform_tokens(self) -> dict[str, SecretStr]:
+        tokens = {"discord": self.discord_token, "telegram": self.telegram_token}
+        return {name: token for name, token in tokens.items() if token is not None}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; on invalid values raise ConfigError with one line per problem."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"{field}: {message}")
+        raise ConfigError("\n".join(lines)) from None

@@ -1,0 +1,68 @@
+"""Fitting history into the context, counted with the real engine's tokenizer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from bot.conversation import Turn, fit_conversation
+from bot.engine_client import EngineClient
+from bot.errors import TooLong
+from tests.engine_process import EngineProcess
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture
+async def client(engine: EngineProcess) -> AsyncIterator[EngineClient]:
+    async with aiohttp.ClientSession() as session:
+        yield EngineClient(engine.url, session)
+
+
+def history(turns: int, words: int = 30) -> list[Turn]:
+    out = []
+    for i in range(turns):
+        out.append(Turn("user", f"question {i}: " + "word " * words))
+        out.append(Turn("assistant", f"answer {i}: " + "reply " * words))
+    out.append(Turn("user", "the current question"))
+    return out
+
+
+async def test_a_short_conversation_is_sent_whole(client: EngineClient) -> None:
+    fitted = await fit_conversation(
+        "Be brief.", history(2), n_ctx=512, max_tokens=64, count_tokens=client.count_tokens
+    )
+    assert fitted.dropped == 0 and len(fitted.messages) == 6
+    assert fitted.prompt_tokens == await client.count_tokens(fitted.messages)
+
+
+async def test_the_oldest_turns_go_first_and_the_system_prompt_and_question_stay(
+    client: EngineClient,
+) -> None:
+    turns = history(12)
+    fitted = await fit_conversation(
+        "Be brief.", turns, n_ctx=512, max_tokens=128, count_tokens=client.count_tokens
+    )
+    assert fitted.dropped > 0
+    assert fitted.prompt_tokens <= 512 - 128
+    assert fitted.messages[0] == {"role": "system", "content": "Be brief."}
+    assert fitted.messages[1]["role"] == "user"
+    assert fitted.messages[-1] == {"role": "user", "content": "the current question"}
+    kept = [m["content"] for m in fitted.messages[1:]]
+    assert kept == [t.content for t in turns[-len(kept) :]]  # a contiguous, newest tail
+    one_more = [{"role": "system", "content": "Be brief."}] + [
+        {"role": t.role, "content": t.content} for t in turns[-len(kept) - 2 :]
+    ]
+    assert await client.count_tokens(one_more) > 512 - 128  # it kept as much as fits
+
+
+async def test_a_message_too_long_on_its_own_is_refused_with_numbers(
+    client: EngineClient,
+) -> None:
+    with pytest.raises(TooLong, match=r"needs \d+ tokens.*only 384"):
+        await fit_conversation(
+            "Be brief.", [Turn("user", "word " * 600)], n_ctx=512, max_tokens=128,
+            count_tokens=client.count_tokens,
+        )  # fmt: skip
