@@ -166,7 +166,7 @@ class ChatService:
     async def _answer(self, job: QueuedJob[WorkItem]) -> None:
         item = job.payload
         await self.store.set_job_status(item.job.id, "running")
-        history = await self.store.history(item.conversation.id)
+        history = await self.store.history(item.conversation.id, through_message_id=item.message.id)
         system = await self.store.get_user_setting(item.user.id, SYSTEM_PROMPT_KEY)
         try:
             fitted = await fit_conversation(

@@ -91,6 +91,15 @@ class Settings(BaseSettings):
             return [int(item) for item in items]
         return value
 
+    @field_validator(
+        "admin_token", "discord_token", "telegram_token", "seed", "engine_threads",
+        "engine_n_gpu_layers", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """``TELEGRAM_TOKEN=`` in .env means "not set", not an empty token."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("engine_urls", mode="before")
     @classmethod
     def _url_list(cls, value: object) -> object:

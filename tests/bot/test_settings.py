@@ -58,3 +58,18 @@ def test_secrets_never_show_in_repr_or_errors(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert "very-secret" not in str(caught.value)
+
+
+def test_env_example_documents_every_setting_and_loads_as_is(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bot.settings import Settings
+    from tests.engine_process import ROOT
+
+    example = (ROOT / ".env.example").read_text()
+    documented = {line.lstrip("# ").split("=")[0] for line in example.splitlines() if "=" in line}
+    assert {name.upper() for name in Settings.model_fields} <= documented
+    (tmp_path / ".env").write_text(example)
+    settings = load_settings()
+    assert settings.platform_tokens == {} and settings.admin_token is None
+    assert settings.engine_urls == [] and settings.seed is None

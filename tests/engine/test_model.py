@@ -120,7 +120,7 @@ def test_offline_hub_download_names_the_repo_and_file(tmp_path: Path) -> None:
         "--model", "acme/chat-GGUF:chat-q4.gguf",
         env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)},
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert result.stderr.count("\n") == 1
     assert "chat-q4.gguf from acme/chat-GGUF" in result.stderr
 
@@ -130,7 +130,7 @@ def test_an_unreachable_hub_fails_fast_with_one_line(tmp_path: Path) -> None:
         "--model", "acme/chat-GGUF:chat-q4.gguf",
         env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path)},
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert "unreachable" in result.stderr and result.stderr.count("\n") == 1
 
 
