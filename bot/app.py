@@ -114,7 +114,10 @@ class Parley:
         if settings.engine_n_gpu_layers is not None:
             args += ["--n-gpu-layers", str(settings.engine_n_gpu_layers)]
         log_path = settings.database_path.expanduser().parent / "engine.log"
-        self.engine = LocalEngine(args, log_path=log_path)
+        env = (
+            {"ADMIN_TOKEN": settings.admin_token.get_secret_value()} if settings.admin_token else {}
+        )
+        self.engine = LocalEngine(args, log_path=log_path, env=env)
         return await self.engine.start(session, settings.engine_start_timeout)
 
     async def close(self) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import sys
 import time
@@ -37,9 +38,10 @@ def _die_with_parent() -> None:
 class LocalEngine:
     """A supervised ``python -m engine`` child. Use ``await start()`` then ``await stop()``."""
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.log_path = log_path
+        self.env = env  # extra environment, e.g. ADMIN_TOKEN read from .env
         self.url = ""
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr_tail: deque[str] = deque(maxlen=20)
@@ -56,6 +58,7 @@ class LocalEngine:
             sys.executable, "-m", "engine", "--port", "0", *self.args,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **(self.env or {})},
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )  # fmt: skip
         self._pump = asyncio.create_task(self._copy_stderr())
