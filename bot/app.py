@@ -7,6 +7,7 @@ reverse order (the local engine last, so no orphan process is left even on Ctrl-
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
 from dataclasses import dataclass
 from types import TracebackType
@@ -16,7 +17,7 @@ import aiohttp
 from bot.engine_client import EngineClient, Sampling
 from bot.errors import ModelUnavailable
 from bot.local_engine import LocalEngine
-from bot.service import ChatService
+from bot.service import MODEL_KEY, ChatService
 from bot.settings import DEMO_MODEL, Settings
 from bot.store import Store
 
@@ -54,6 +55,10 @@ class Parley:
         self.engine: LocalEngine | None = None
         self.service: ChatService | None = None
         self.model_name = ""
+        # The engine's admin token: the configured one, or a fresh secret for our own engine,
+        # so in-chat /model switches work without extra setup.
+        configured = settings.admin_token.get_secret_value() if settings.admin_token else None
+        self.admin_token = configured or (None if settings.engine_urls else secrets.token_urlsafe())
 
     async def __aenter__(self) -> ChatService:
         self.session = aiohttp.ClientSession()
@@ -87,6 +92,8 @@ class Parley:
             n_ctx=card.n_ctx,
             max_pending_per_user=settings.max_pending_per_user,
             max_pending_total=settings.max_pending_total,
+            model=card.name,
+            admin_token=self.admin_token,
         )
         service.start(workers=health.slots_total)
         self.service = service
@@ -96,7 +103,9 @@ class Parley:
         """The configured remote engine, or a local one (falling back to demo when offline)."""
         if self.settings.engine_urls:
             return EngineClient(self.settings.engine_urls[0], session)
-        model = self.overrides.model or self.settings.model
+        assert self.store is not None
+        chosen = await self.store.get_setting(MODEL_KEY)  # the last `/model` switch, if any
+        model = self.overrides.model or chosen or self.settings.model
         try:
             return await self._spawn(session, model)
         except ModelUnavailable as exc:
@@ -114,9 +123,7 @@ class Parley:
         if settings.engine_n_gpu_layers is not None:
             args += ["--n-gpu-layers", str(settings.engine_n_gpu_layers)]
         log_path = settings.database_path.expanduser().parent / "engine.log"
-        env = (
-            {"ADMIN_TOKEN": settings.admin_token.get_secret_value()} if settings.admin_token else {}
-        )
+        env = {"ADMIN_TOKEN": self.admin_token} if self.admin_token else {}
         self.engine = LocalEngine(args, log_path=log_path, env=env)
         return await self.engine.start(session, settings.engine_start_timeout)
 

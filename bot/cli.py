@@ -92,7 +92,9 @@ async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
         raise ParleyError(f"platform adapters ({names}) are not part of this build yet")
     if command == "run":
         print("No DISCORD_TOKEN or TELEGRAM_TOKEN set: opening the terminal chat.", flush=True)
-    overrides = SessionOverrides(system_prompt=options.system, sampling=sampling_from(settings))
+    overrides = SessionOverrides(
+        model=options.model, system_prompt=options.system, sampling=sampling_from(settings)
+    )
     app = Parley(settings, overrides)
     async with app as service:
         return await Console(service, app.model_name).run()

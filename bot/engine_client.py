@@ -143,6 +143,21 @@ class EngineClient:
             raise EngineUnavailable(f"lost the engine at {self.base_url}: {exc}") from exc
         raise EngineUnavailable(f"the engine at {self.base_url} ended the stream early")
 
+    async def switch_model(self, spec: str, admin_token: str, *, now: bool = False) -> ModelCard:
+        """Ask the engine to load ``spec``; running replies finish first unless ``now``."""
+        headers = {"Authorization": f"Bearer {admin_token}"}
+        payload = {"model": spec, "cancel_running": now}
+        try:
+            async with self._session.post(
+                f"{self.base_url}/admin/model", json=payload, headers=headers, timeout=_SWAP
+            ) as response:
+                if response.status != 200:
+                    raise EngineRequestError(await _error_message(response))
+                card = (await response.json())["model"]
+                return ModelCard(name=str(card["id"]), n_ctx=int(card.get("n_ctx", 4096)))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EngineUnavailable(f"cannot reach the engine at {self.base_url}: {exc}") from exc
+
     async def _get(self, path: str, ok_statuses: tuple[int, ...] = (200,)) -> dict[str, Any]:
         try:
             async with self._session.get(self.base_url + path, timeout=_SHORT) as response:
@@ -168,6 +183,7 @@ class EngineClient:
 
 _SHORT = aiohttp.ClientTimeout(total=60)
 _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=600)
+_SWAP = aiohttp.ClientTimeout(total=3600)  # a switch may download a model first
 
 
 def _usage(body: dict[str, Any] | None) -> Usage:

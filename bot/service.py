@@ -24,6 +24,7 @@ from bot.store import Conversation, Job, JobStatus, Message, MessageStatus, Stor
 log = logging.getLogger(__name__)
 
 SYSTEM_PROMPT_KEY = "system_prompt"
+MODEL_KEY = "model"  # the operator's last model choice, used again after a restart
 JOB_STATUS: dict[State, JobStatus] = {"done": "done", "stopped": "cancelled", "error": "failed"}
 MESSAGE_STATUS: dict[State, MessageStatus] = {
     "done": "complete",
@@ -53,12 +54,17 @@ class ChatService:
         n_ctx: int,
         max_pending_per_user: int,
         max_pending_total: int,
+        model: str = "",
+        admin_token: str | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
         self.sampling = sampling
         self.system_prompt = system_prompt
         self.n_ctx = n_ctx
+        self.model = model
+        self._admin_token = admin_token
+        self._switching = asyncio.Lock()
         self.queue: FairQueue[WorkItem] = FairQueue(max_pending_per_user, max_pending_total)
         self._running: dict[int, QueuedJob[WorkItem]] = {}
         self._workers: list[asyncio.Task[None]] = []
@@ -140,6 +146,21 @@ class ChatService:
         """Per-user system prompt; None restores the default."""
         user = await self.store.user(platform, user_id, user_name)
         await self.store.set_user_setting(user.id, SYSTEM_PROMPT_KEY, prompt)
+
+    async def switch_model(self, spec: str, *, now: bool = False) -> str:
+        """Load another model in the engine without a restart; persisted for the next start.
+
+        Replies being written finish on the old model (``now`` stops them); queued ones are
+        answered by the new one. A model that fails to load leaves the old one answering and
+        raises EngineRequestError saying why.
+        """
+        if self._admin_token is None:
+            raise ParleyError("switching models needs ADMIN_TOKEN (the engine's admin token)")
+        async with self._switching:
+            card = await self.engine.switch_model(spec, self._admin_token, now=now)
+            self.model, self.n_ctx = card.name, card.n_ctx
+            await self.store.set_setting(MODEL_KEY, spec)
+            return card.name
 
     # ---- workers ----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ ENGINE_URLS uses a running engine instead."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import aiohttp
@@ -46,3 +47,27 @@ async def test_engine_urls_use_a_running_engine(engine: EngineProcess, tmp_path:
         assert app.engine is None
         assert service.n_ctx == engine.get("/v1/models")["data"][0]["n_ctx"]
         assert app.model_name == "demo"
+
+
+async def test_a_model_switch_is_used_at_once_and_after_a_restart(tmp_path: Path) -> None:
+    from bot.errors import EngineRequestError
+    from engine.download import demo_model_path
+
+    other = tmp_path / "other.gguf"
+    try:
+        os.link(demo_model_path(), other)
+    except OSError:  # another filesystem
+        shutil.copyfile(demo_model_path(), other)
+    settings = load_settings(
+        model="demo", database_path=tmp_path / "bot.db", engine_n_ctx=512, engine_parallel=1
+    )
+    app = Parley(settings)
+    async with app as service:
+        assert service.model == "demo"
+        assert await service.switch_model(str(other)) == "other.gguf"
+        with pytest.raises(EngineRequestError, match="not found"):
+            await service.switch_model(str(tmp_path / "missing.gguf"))
+        assert service.model == "other.gguf"
+    again = Parley(settings)
+    async with again as service:
+        assert again.model_name == "other.gguf" == service.model
