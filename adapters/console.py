@@ -35,6 +35,10 @@ class ConsoleReply:
         self.out.flush()
         self.done.set()
 
+    async def accepted(self, position: int | None) -> None:
+        if position is not None:
+            await self.queued(position)
+
     async def queued(self, position: int) -> None:
         self.out.write(f"(queued #{position})\n")
         self.out.flush()

@@ -6,16 +6,19 @@ reverse order (the local engine last, so no orphan process is left even on Ctrl-
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import signal
 import sys
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
 import aiohttp
 
 from bot.engine_client import EngineClient, Sampling
-from bot.errors import ModelUnavailable
+from bot.errors import ModelUnavailable, ParleyError
 from bot.local_engine import LocalEngine
 from bot.service import MODEL_KEY, ChatService
 from bot.settings import DEMO_MODEL, Settings
@@ -136,3 +139,41 @@ class Parley:
             await self.store.close()
         if self.session is not None:
             await self.session.close()
+
+
+class PlatformAdapter(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def run_platforms(settings: Settings, service: ChatService) -> int:
+    """Run every platform with a token until SIGINT/SIGTERM, then stop them cleanly."""
+    adapters: list[PlatformAdapter] = []
+    if settings.telegram_token is not None:
+        from adapters.telegram import TelegramAdapter
+
+        adapters.append(TelegramAdapter(settings, service))
+    if settings.discord_token is not None:
+        raise ParleyError("DISCORD_TOKEN is set, but this build has no Discord adapter yet")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started: list[PlatformAdapter] = []
+    try:
+        for adapter in adapters:
+            await adapter.start()
+            started.append(adapter)
+        names = ", ".join(type(a).__name__.removesuffix("Adapter") for a in adapters)
+        print(f"Parley is answering on {names} with {service.model}. Ctrl-C stops.", flush=True)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        for adapter in reversed(started):
+            try:
+                await adapter.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(adapter).__name__)
+    return 0

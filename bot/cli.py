@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
     from adapters.console import Console
-    from bot.app import Parley, SessionOverrides, sampling_from
+    from bot.app import Parley, SessionOverrides, run_platforms, sampling_from
     from bot.settings import load_settings
 
     overrides_given = {
@@ -87,16 +87,16 @@ async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if command == "run" and settings.platform_tokens:
-        names = ", ".join(sorted(settings.platform_tokens))
-        raise ParleyError(f"platform adapters ({names}) are not part of this build yet")
-    if command == "run":
+    platforms = command == "run" and bool(settings.platform_tokens)
+    if command == "run" and not platforms:
         print("No DISCORD_TOKEN or TELEGRAM_TOKEN set: opening the terminal chat.", flush=True)
     overrides = SessionOverrides(
         model=options.model, system_prompt=options.system, sampling=sampling_from(settings)
     )
     app = Parley(settings, overrides)
     async with app as service:
+        if platforms:
+            return await run_platforms(settings, service)
         return await Console(service, app.model_name).run()
 
 

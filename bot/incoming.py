@@ -32,8 +32,13 @@ class ReplySink(Protocol):
     async def notice(self, text: str) -> None:
         """A short standalone answer: a refusal, "busy", a command's result."""
 
+    async def accepted(self, position: int | None) -> None:
+        """The message is stored and queued: ``position`` is its 1-based place in the service
+        order, or None when an answer starts right away. Deltas may arrive before this
+        returns."""
+
     async def queued(self, position: int) -> None:
-        """The request waits; ``position`` is its 1-based place in the service order."""
+        """The request's place in the queue changed."""
 
     def delta(self, text: str) -> None:
         """More of the answer (never blocks)."""

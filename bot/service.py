@@ -113,8 +113,8 @@ class ChatService:
         queued: QueuedJob[WorkItem] = QueuedJob(next(self._ids), key, item)
         queued.on_position = lambda n: _show_position(incoming, n)
         position = self.queue.put(queued)
-        if position > 1 or self._all_busy():
-            await incoming.reply.queued(position)
+        waits = position > 1 or self._all_busy()
+        await incoming.reply.accepted(position if waits else None)
 
     async def cancel(self, platform: str, chat_id: str, user_id: str) -> int:
         """/stop: cancel the user's running and queued answers; returns how many."""

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     telegram_allowed_users: IdList = Field(default_factory=list)
     telegram_allowed_chats: IdList = Field(default_factory=list)
     telegram_admin_ids: IdList = Field(default_factory=list)
+    # Messages sent while the bot was down: answer them (true) or skip them (false).
+    telegram_answer_backlog: bool = True
 
     log_level: str = Field(default="warning", pattern="^(debug|info|warning|error)$")
 

@@ -38,6 +38,10 @@ class Recorder:
         self.notices.append(text)
         self.done.set()
 
+    async def accepted(self, position: int | None) -> None:
+        if position is not None:
+            self.positions.append(position)
+
     async def queued(self, position: int) -> None:
         self.positions.append(position)
 

@@ -1,0 +1,247 @@
+"""Telegram: python-telegram-bot handlers that parse an update and make one call to the bot.
+
+Private chats: every text message is a turn. Groups: only messages that mention the bot or
+reply to one of its messages (the mention is stripped). Commands: /start /help /reset /stop
+/model /system. Answers stream into an edited message with an inline Stop button.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import BotCommand, Message, Update
+from telegram.constants import ChatType, MessageEntityType
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from adapters.telegram_surface import STOP_PREFIX, ChatPacer, TelegramSurface
+from bot.errors import ParleyError
+from bot.incoming import Incoming
+from bot.platform_reply import PlatformReply
+from bot.service import ChatService
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "telegram"
+COMMANDS = [
+    BotCommand("help", "what I can do"),
+    BotCommand("reset", "start a new conversation"),
+    BotCommand("stop", "stop the answer being written"),
+    BotCommand("model", "show the model (admins: /model NAME switches)"),
+    BotCommand("system", "show or set your system prompt (/system reset clears it)"),
+]
+HELP = (
+    "I answer with a language model running on my operator's machine.\n"
+    "Talk to me in a private chat, or mention me / reply to me in a group.\n\n"
+    + "\n".join(f"/{c.command} — {c.description}" for c in COMMANDS)
+)
+TEXT_ONLY = "I can only read text messages."
+Context = ContextTypes.DEFAULT_TYPE
+
+
+class TelegramAdapter:
+    def __init__(self, settings: Settings, service: ChatService) -> None:
+        assert settings.telegram_token is not None
+        self.settings = settings
+        self.service = service
+        self.pacer = ChatPacer()
+        base = settings.telegram_api_base_url.rstrip("/")
+        self.application: Application = (  # type: ignore[type-arg]
+            ApplicationBuilder()
+            .token(settings.telegram_token.get_secret_value())
+            .base_url(f"{base}/bot")
+            .base_file_url(f"{base}/file/bot")
+            .concurrent_updates(True)
+            .build()
+        )
+        self._register()
+
+    def _register(self) -> None:
+        """Every handler, in one place."""
+        app = self.application
+        new_messages = filters.UpdateType.MESSAGE
+        app.add_handler(CommandHandler(["start", "help"], self.on_help, filters=new_messages))
+        app.add_handler(CommandHandler("reset", self.on_reset, filters=new_messages))
+        app.add_handler(CommandHandler("stop", self.on_stop, filters=new_messages))
+        app.add_handler(CommandHandler("model", self.on_model, filters=new_messages))
+        app.add_handler(CommandHandler("system", self.on_system, filters=new_messages))
+        app.add_handler(
+            MessageHandler(new_messages & filters.TEXT & ~filters.COMMAND, self.on_text)
+        )
+        app.add_handler(MessageHandler(new_messages & ~filters.TEXT, self.on_other))
+        app.add_handler(CallbackQueryHandler(self.on_stop_button, pattern=f"^{STOP_PREFIX}"))
+
+    async def start(self) -> None:
+        await self.application.initialize()
+        await self.application.bot.set_my_commands(COMMANDS)
+        await self.application.start()
+        assert self.application.updater is not None
+        await self.application.updater.start_polling(
+            drop_pending_updates=not self.settings.telegram_answer_backlog
+        )
+        log.info("Telegram: polling as @%s", self.application.bot.username)
+
+    async def stop(self) -> None:
+        if self.application.updater is not None and self.application.updater.running:
+            await self.application.updater.stop()
+        if self.application.running:
+            await self.application.stop()
+        await self.application.shutdown()
+
+    # ---- access -----------------------------------------------------------------------
+
+    def _allowed(self, message: Message) -> bool:
+        users, chats = self.settings.telegram_allowed_users, self.settings.telegram_allowed_chats
+        user = message.from_user
+        if user is None or user.is_bot:
+            return False
+        if users and user.id not in users and user.id not in self.settings.telegram_admin_ids:
+            return False
+        return not chats or message.chat_id in chats
+
+    def _is_admin(self, message: Message) -> bool:
+        return message.from_user is not None and (
+            message.from_user.id in self.settings.telegram_admin_ids
+        )
+
+    def _addressed(self, message: Message) -> str | None:
+        """The text meant for the bot, or None when a group message is not for it."""
+        text = message.text or ""
+        if message.chat.type == ChatType.PRIVATE:
+            return text
+        username = f"@{self.application.bot.username}".lower()
+        mentioned = any(
+            entity.type == MessageEntityType.MENTION and mention.lower() == username
+            for entity, mention in message.parse_entities([MessageEntityType.MENTION]).items()
+        )
+        replied = message.reply_to_message
+        to_bot = (
+            replied is not None
+            and replied.from_user is not None
+            and (replied.from_user.id == self.application.bot.id)
+        )
+        if not (mentioned or to_bot):
+            return None
+        if mentioned:
+            for entity, mention in message.parse_entities([MessageEntityType.MENTION]).items():
+                if mention.lower() == username:
+                    text = text[: entity.offset] + text[entity.offset + entity.length :]
+        return " ".join(text.split(" ")).strip()
+
+    # ---- handlers: parse the update, make one call --------------------------------------
+
+    async def on_text(self, update: Update, context: Context) -> None:
+        message = update.effective_message
+        if message is None or not self._allowed(message):
+            return
+        text = self._addressed(message)
+        if text is None:
+            return
+        await self.service.handle(self._incoming(message, text))
+
+    async def on_other(self, update: Update, context: Context) -> None:
+        message = update.effective_message
+        if message is None or not self._allowed(message) or not self._for_me(message):
+            return
+        await message.reply_text(TEXT_ONLY)
+
+    async def on_help(self, update: Update, context: Context) -> None:
+        message = update.effective_message
+        if message is not None and self._allowed(message):
+            await message.reply_text(HELP)
+
+    async def on_reset(self, update: Update, context: Context) -> None:
+        message = update.effective_message
+        if message is None or not self._allowed(message) or message.from_user is None:
+            return
+        await self.service.reset(
+            PLATFORM, str(message.chat_id), str(message.from_user.id), message.from_user.full_name
+        )
+        await message.reply_text("Started a new conversation.")
+
+    async def on_stop(self, update: Update, context: Context) -> None:
+        message = update.effective_message
+        if message is None or not self._allowed(message) or message.from_user is None:
+            return
+        stopped = await self.service.cancel(
+            PLATFORM, str(message.chat_id), str(message.from_user.id)
+        )
+        if not stopped:
+            await message.reply_text("Nothing to stop.")
+
+    async def on_stop_button(self, update: Update, context: Context) -> None:
+        query = update.callback_query
+        if query is None or query.message is None:
+            return
+        owner = (query.data or "").removeprefix(STOP_PREFIX)
+        if owner != str(query.from_user.id):
+            await query.answer("Only the person who asked can stop this answer.")
+            return
+        await self.service.cancel(PLATFORM, str(query.message.chat.id), owner)
+        await query.answer("Stopping.")
+
+    async def on_model(self, update: Update, context: Context) -> None:
+        message = update.effective_message
+        if message is None or not self._allowed(message):
+            return
+        wanted = " ".join(context.args or []).strip()
+        if not wanted:
+            await message.reply_text(f"Answering with {self.service.model}.")
+            return
+        if not self._is_admin(message):
+            await message.reply_text("Only the bot's admins can switch models.")
+            return
+        await message.reply_text(f"Switching to {wanted}… replies being written finish first.")
+        try:
+            name = await self.service.switch_model(wanted)
+        except ParleyError as exc:
+            await message.reply_text(f"Could not switch: {exc}")
+            return
+        await message.reply_text(f"Now answering with {name}.")
+
+    async def on_system(self, update: Update, context: Context) -> None:
+        message = update.effective_message
+        if message is None or not self._allowed(message) or message.from_user is None:
+            return
+        user = message.from_user
+        text = (message.text or "").partition(" ")[2].strip()
+        if text.lower() == "reset":
+            await self.service.set_system_prompt(PLATFORM, str(user.id), user.full_name, None)
+            await message.reply_text("Your system prompt is back to the default.")
+        elif text:
+            await self.service.set_system_prompt(PLATFORM, str(user.id), user.full_name, text)
+            await message.reply_text("Your system prompt is set.")
+        else:
+            current = await self.service.system_prompt_for(PLATFORM, str(user.id), user.full_name)
+            await message.reply_text(f"Your system prompt:\n{current}")
+
+    def _for_me(self, message: Message) -> bool:
+        """Non-text messages: answer in private chats, or in groups when replying to the bot."""
+        if message.chat.type == ChatType.PRIVATE:
+            return True
+        replied = message.reply_to_message
+        return (
+            replied is not None
+            and replied.from_user is not None
+            and (replied.from_user.id == self.application.bot.id)
+        )
+
+    def _incoming(self, message: Message, text: str) -> Incoming:
+        assert message.from_user is not None
+        surface = TelegramSurface(
+            self.application.bot, message.chat_id, message.message_id, message.from_user.id,
+            self.pacer,
+        )  # fmt: skip
+        reply = PlatformReply(
+            surface, typing=surface.typing, before_finish=surface.finish, on_done=surface.cleanup
+        )
+        user = message.from_user
+        return Incoming(PLATFORM, str(message.chat_id), str(user.id), user.full_name, text, reply)

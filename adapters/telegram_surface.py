@@ -1,0 +1,152 @@
+"""One Telegram reply as a ``ReplySurface``: HTML rendering with a plain-text fallback,
+per-chat pacing, flood-control and network-error handling, and the inline Stop button.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
+
+from adapters.telegram_format import to_html
+from bot.replies import RateLimited
+
+log = logging.getLogger(__name__)
+
+LIMIT = 4000  # Telegram allows 4096 characters; keep a margin for emoji counted as two
+EDIT_INTERVAL = 1.0  # seconds between updates of one chat
+NETWORK_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
+STOP_PREFIX = "stop:"
+
+T = TypeVar("T")
+
+
+class ChatPacer:
+    """At most one send/edit per chat per interval, shared by every reply in that chat."""
+
+    def __init__(self, interval: float = EDIT_INTERVAL) -> None:
+        self.interval = interval
+        self._next: dict[int, float] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    async def wait(self, chat_id: int) -> None:
+        async with self._locks.setdefault(chat_id, asyncio.Lock()):
+            delay = self._next.get(chat_id, 0.0) - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._next[chat_id] = time.monotonic() + self.interval
+
+
+def stop_button(user_id: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton("⏹ Stop", callback_data=f"{STOP_PREFIX}{user_id}")]]
+    )
+
+
+class TelegramSurface:
+    """Messages of one answer in one chat. Event-loop-only."""
+
+    limit = LIMIT
+    min_edit_interval = EDIT_INTERVAL
+
+    def __init__(
+        self, bot: Bot, chat_id: int, reply_to: int, user_id: int, pacer: ChatPacer
+    ) -> None:
+        self.bot = bot
+        self.chat_id = chat_id
+        self.reply_to = reply_to
+        self.pacer = pacer
+        self.button = stop_button(user_id)
+        self.finishing = False  # set before the final edit: the Stop button goes away
+        self._with_button: set[int] = set()  # messages showing the Stop button now
+
+    async def send(self, text: str) -> str:
+        await self.cleanup()  # a continuation: earlier parts are final now
+        markup = None if self.finishing else self.button
+        message = await self._render(
+            lambda body, mode: self.bot.send_message(
+                self.chat_id, body, parse_mode=mode, reply_markup=markup,
+                reply_parameters=ReplyParameters(self.reply_to, allow_sending_without_reply=True),
+            ),
+            text,
+        )  # fmt: skip
+        if markup is not None:
+            self._with_button.add(message.message_id)
+        return str(message.message_id)
+
+    async def edit(self, message_id: str, text: str) -> None:
+        markup = None if self.finishing else self.button
+        try:
+            await self._render(
+                lambda body, mode: self.bot.edit_message_text(
+                    body, self.chat_id, int(message_id), parse_mode=mode, reply_markup=markup
+                ),
+                text,
+            )
+        except BadRequest as exc:
+            if "not modified" not in exc.message.lower():
+                raise
+        if markup is None:
+            self._with_button.discard(int(message_id))
+        else:
+            self._with_button.add(int(message_id))
+
+    async def typing(self) -> None:
+        await self.bot.send_chat_action(self.chat_id, "typing")
+
+    async def _render(self, call: Callable[[str, str | None], Awaitable[T]], text: str) -> T:
+        """Send as HTML; if Telegram cannot parse the entities, send the plain text instead."""
+        try:
+            return await self._paced(lambda: call(to_html(text), ParseMode.HTML))
+        except BadRequest as exc:
+            if "can't parse entities" not in exc.message.lower():
+                raise
+            log.info("Telegram refused the formatting (%s); sending plain text", exc.message)
+            return await self._paced(lambda: call(text, None))
+
+    async def _paced(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Per-chat pace; flood control becomes RateLimited; network errors are retried."""
+        for delay in (*NETWORK_RETRIES, None):
+            await self.pacer.wait(self.chat_id)
+            try:
+                return await call()
+            except RetryAfter as exc:
+                raise RateLimited(_seconds(exc.retry_after)) from exc
+            except (NetworkError, TimedOut) as exc:
+                if isinstance(exc, BadRequest) or delay is None:
+                    raise
+                log.info("Telegram network error (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def finish(self) -> None:
+        """From now on (the final edits) messages are shown without the Stop button."""
+        self.finishing = True
+
+    async def cleanup(self) -> None:
+        """Remove the Stop button wherever it is still shown (e.g. the final text equalled
+        the last shown text, so no final edit carried the change)."""
+        for message_id in sorted(self._with_button):
+            try:
+                await self._paced(
+                    lambda m=message_id: self.bot.edit_message_reply_markup(  # type: ignore[misc]
+                        self.chat_id, m, reply_markup=None
+                    )
+                )
+            except BadRequest as exc:
+                if "not modified" not in exc.message.lower():
+                    log.info("could not remove a Stop button: %s", exc.message)
+            except Exception as exc:  # a stale button is cosmetic; never fail the reply for it
+                log.info("could not remove a Stop button: %s", exc)
+            self._with_button.discard(message_id)
+
+
+def _seconds(value: int | dt.timedelta) -> float:
+    return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)

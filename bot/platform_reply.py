@@ -1,0 +1,105 @@
+"""``ReplySink`` for chat platforms: a placeholder message, then paced streamed edits.
+
+Nothing is posted until the chat service accepts the message (a banned user gets no stray
+placeholder); then the placeholder shows "…" or the queue position, and the answer streams
+into it through ``StreamedReply``. Refusals ("busy", "text only") are plain messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from bot.incoming import Outcome
+from bot.replies import ReplySurface, StreamedReply
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER = "…"
+DROPPED_NOTE = "\n\n(older messages were left out to fit the model's context)"
+TYPING_EVERY = 4.0  # seconds; platforms show "typing" for about 5 s per call
+
+
+def queued_text(position: int) -> str:
+    return f"⏳ queued (#{position})"
+
+
+class PlatformReply:
+    def __init__(
+        self,
+        surface: ReplySurface,
+        *,
+        typing: Callable[[], Awaitable[None]] | None = None,
+        before_finish: Callable[[], None] | None = None,
+        on_done: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """``typing`` shows a typing indicator (repeated until done); ``before_finish`` runs
+        before the final edits (e.g. to drop a Stop button); ``on_done`` after them."""
+        self.surface = surface
+        self.reply: StreamedReply | None = None
+        self.done = asyncio.Event()
+        self._started = asyncio.Event()
+        self._early: list[str] = []  # deltas that arrived while the placeholder was posted
+        self._typing = typing
+        self._typing_task: asyncio.Task[None] | None = None
+        self._before_finish = before_finish
+        self._on_done = on_done
+
+    async def accepted(self, position: int | None) -> None:
+        placeholder = PLACEHOLDER if position is None else queued_text(position)
+        try:
+            first = await self.surface.send(placeholder)
+        except Exception:
+            self._started.set()  # finished() must not wait forever; it will fail loudly
+            raise
+        self.reply = StreamedReply(self.surface, first, first_text=placeholder)
+        for text in self._early:
+            self.reply.append(text)
+        self._early.clear()
+        self._started.set()
+        if self._typing is not None:
+            self._typing_task = asyncio.create_task(self._keep_typing(self._typing))
+
+    async def notice(self, text: str) -> None:
+        """A refusal or command result: its own message (nothing was posted before it)."""
+        await self.surface.send(text)
+        self.done.set()
+
+    async def queued(self, position: int) -> None:
+        if self.reply is not None:
+            await self.reply.set_status(queued_text(position))
+
+    def delta(self, text: str) -> None:
+        if self.reply is None:
+            self._early.append(text)
+        else:
+            self.reply.append(text)
+
+    async def finished(self, outcome: Outcome) -> None:
+        await self._started.wait()
+        if self.reply is None:
+            raise RuntimeError("the reply's placeholder could not be posted")
+        if outcome.dropped and outcome.state == "done":
+            self.reply.append(DROPPED_NOTE)
+        if self._before_finish is not None:
+            self._before_finish()
+        try:
+            await self.reply.finish(outcome.state, outcome.error)
+        finally:
+            if self._typing_task is not None:
+                self._typing_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._typing_task
+            if self._on_done is not None:
+                await self._on_done()
+            self.done.set()
+
+    async def _keep_typing(self, typing: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await typing()
+            except Exception as exc:  # a typing indicator is never worth failing a reply
+                log.debug("typing indicator failed: %s", exc)
+            await asyncio.sleep(TYPING_EVERY)
