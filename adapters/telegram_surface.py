@@ -118,7 +118,7 @@ class TelegramSurface:
             try:
                 return await call()
             except RetryAfter as exc:
-                raise RateLimited(_seconds(exc.retry_after)) from exc
+                raise RateLimited(_retry_after(exc)) from exc
             except (NetworkError, TimedOut) as exc:
                 if isinstance(exc, BadRequest) or delay is None:
                     raise
@@ -148,5 +148,11 @@ class TelegramSurface:
             self._with_button.discard(message_id)
 
 
-def _seconds(value: int | dt.timedelta) -> float:
-    return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
+def _retry_after(exc: RetryAfter) -> float:
+    """Seconds to wait. PTB 22 warns when ``retry_after`` is read as an int, so read the
+    timedelta it stores (falling back to the public attribute on other versions)."""
+    value = getattr(exc, "_retry_after", None)
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    public = exc.retry_after
+    return public.total_seconds() if isinstance(public, dt.timedelta) else float(public)

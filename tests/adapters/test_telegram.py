@@ -1,0 +1,206 @@
+"""Parley on Telegram, end to end: the real adapter and python-telegram-bot against the Bot
+API emulator on 127.0.0.1, the real engine process on the demo model and a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from adapters.telegram_surface import ChatPacer, TelegramSurface
+from bot.replies import StreamedReply
+from tests.adapters.telegram_harness import (
+    ADMIN,
+    ALICE,
+    BOB,
+    GROUP,
+    is_final,
+    plain,
+    telegram_bot,
+)
+from tests.emulators.telegram_api import TelegramEmulator
+from tests.engine_process import EngineProcess
+
+pytestmark = pytest.mark.model
+
+
+async def test_a_private_message_gets_a_placeholder_growing_edits_and_a_final_text(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    async with telegram_bot(engine, tmp_path / "bot.db", max_tokens=160) as bot:
+        asked = await bot.emu.user_says("Tell me a story", chat_id=ALICE, user_id=ALICE)
+        answer = await bot.answer_to(asked, ALICE)
+        texts = [plain(t) for t in answer.texts]
+        assert texts[0] == "…"
+        streaming = [t for t in texts[1:] if t.endswith("▌")]
+        assert len(streaming) >= 2
+        final = texts[-1]
+        for partial in streaming:
+            assert final.startswith(partial.removesuffix(" ▌").rstrip())
+        assert len(set(streaming)) == len(streaming)  # never an unchanged edit
+        assert bot.emu.chat_actions and bot.emu.chat_actions[0] == (ALICE, "typing")
+        assert {c["command"] for c in bot.emu.commands} >= {"reset", "stop", "model", "system"}
+        with sqlite3.connect(bot.database) as db:
+            stored = db.execute("SELECT content FROM messages WHERE role='assistant'").fetchone()
+        assert stored[0].strip() == final.strip()
+
+
+async def test_a_rate_limited_edit_still_ends_in_the_same_final_text(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    async with telegram_bot(engine, tmp_path / "bot.db", max_tokens=100, seed=3) as bot:
+        first = await bot.emu.user_says("Describe the sea", chat_id=ALICE, user_id=ALICE)
+        calm = plain((await bot.answer_to(first, ALICE)).text)
+        bot.emu.fail_next("editMessageText", "429", times=2, retry_after=1)
+        second = await bot.emu.user_says("Describe the sea", chat_id=BOB, user_id=BOB)
+        stormy = await bot.answer_to(second, BOB)
+        assert plain(stormy.text) == calm
+        assert len([c for c in bot.emu.calls("editMessageText") if c.fault]) == 2
+
+
+async def test_groups_answer_only_mentions_and_replies_to_the_bot(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    async with telegram_bot(engine, tmp_path / "bot.db") as bot:
+        said = {"chat_id": GROUP, "chat_type": "supergroup", "group_title": "Friends"}
+        ignored = await bot.emu.user_says("just chatting", user_id=ALICE, **said)  # type: ignore[arg-type]
+        asked = await bot.emu.user_says("@parley_bot hello there", user_id=ALICE, **said)  # type: ignore[arg-type]
+        answer = await bot.answer_to(asked, GROUP)
+        follow = await bot.emu.user_says(
+            "and more",
+            user_id=BOB,
+            reply_to_message_id=answer.message_id,
+            **said,  # type: ignore[arg-type]
+        )
+        await bot.answer_to(follow, GROUP)
+        assert bot.replies_to(ignored, GROUP) == []
+        with sqlite3.connect(bot.database) as db:
+            users = db.execute("SELECT content FROM messages WHERE role='user' ORDER BY id")
+            assert [r[0] for r in users] == ["hello there", "and more"]
+            conversations = db.execute("SELECT COUNT(DISTINCT conversation_id) FROM messages")
+            assert conversations.fetchone()[0] == 2  # two people, two histories
+
+
+async def test_the_stop_button_ends_generation_and_goes_away(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    async with telegram_bot(engine, tmp_path / "bot.db", max_tokens=400, temperature=0.8) as bot:
+        asked = await bot.emu.user_says("Write a long story", chat_id=ALICE, user_id=ALICE)
+        placeholder = await bot.emu.wait_for(lambda: next(iter(bot.replies_to(asked, ALICE)), None))
+        await bot.emu.wait_for(lambda: "▌" in placeholder.text or None, 30)
+        stranger = await bot.emu.press_button(placeholder.message_id, f"stop:{ALICE}", BOB, ALICE)
+        await bot.emu.wait_for(
+            lambda: any(a.callback_query_id == stranger for a in bot.emu.callback_answers)
+        )
+        assert placeholder.reply_markup is not None  # a stranger cannot stop it
+        await bot.emu.press_button(placeholder.message_id, f"stop:{ALICE}", ALICE, ALICE)
+        answer = await bot.answer_to(asked, ALICE, timeout=10)
+        assert plain(answer.text).endswith("⏹ stopped")
+        assert all(m.reply_markup is None for m in bot.emu.bot_messages(ALICE))
+        assert len(bot.emu.callback_answers) == 2
+
+
+async def test_reset_forgets_and_history_survives_a_restart(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    database = tmp_path / "bot.db"
+    async with telegram_bot(engine, database) as bot:
+        await bot.answer_to(
+            await bot.emu.user_says("I am Ada", chat_id=ALICE, user_id=ALICE), ALICE
+        )
+        emu = bot.emu
+        async with telegram_bot(engine, database, emu=emu) as _:
+            pass  # a second bot process start on the same database (restart)
+    async with telegram_bot(engine, database) as bot:
+        await bot.answer_to(
+            await bot.emu.user_says("Who am I?", chat_id=ALICE, user_id=ALICE), ALICE
+        )
+        await bot.emu.user_says("/reset", chat_id=ALICE, user_id=ALICE)
+        await bot.emu.wait_for(
+            lambda: any("new conversation" in m.text for m in bot.emu.bot_messages(ALICE))
+        )
+        await bot.answer_to(await bot.emu.user_says("Hello", chat_id=ALICE, user_id=ALICE), ALICE)
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT content, conversation_id FROM messages WHERE role='user' ORDER BY id"
+        ).fetchall()
+    (_, first), (_, after_restart), (_, after_reset) = rows
+    assert first == after_restart != after_reset
+
+
+async def test_people_not_allowed_get_nothing_and_others_cannot_switch_models(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    async with telegram_bot(engine, tmp_path / "bot.db", telegram_allowed_users=f"{ALICE}") as bot:
+        await bot.emu.user_says("hello", chat_id=BOB, user_id=BOB, first_name="Bob")
+        await bot.emu.user_says("/model other.gguf", chat_id=ALICE, user_id=ALICE)
+        refusal = await bot.emu.wait_for(
+            lambda: next((m for m in bot.emu.bot_messages(ALICE) if "admins" in m.text), None)
+        )
+        assert "Only the bot's admins" in refusal.text
+        await bot.emu.user_says("/model", chat_id=ALICE, user_id=ALICE)
+        await bot.emu.wait_for(
+            lambda: any("Answering with demo" in m.text for m in bot.emu.bot_messages(ALICE))
+        )
+        await asyncio.sleep(0.3)
+        assert bot.emu.bot_messages(BOB) == []
+        assert engine.get("/v1/models")["data"][0]["id"] == "demo"
+
+
+async def test_an_admin_switches_models_from_the_chat(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    async with telegram_bot(engine, tmp_path / "bot.db") as bot:
+        await bot.emu.user_says("/model demo", chat_id=ADMIN, user_id=ADMIN)
+        await bot.emu.wait_for(
+            lambda: any("Now answering with demo" in m.text for m in bot.emu.bot_messages(ADMIN)),
+            60,
+        )
+
+
+async def test_photos_get_a_text_only_reply_and_edits_are_ignored(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    async with telegram_bot(engine, tmp_path / "bot.db") as bot:
+        await bot.emu.user_sends_photo(chat_id=ALICE, user_id=ALICE)
+        await bot.emu.wait_for(
+            lambda: any("only read text" in m.text for m in bot.emu.bot_messages(ALICE))
+        )
+        asked = await bot.emu.user_says("Hi", chat_id=ALICE, user_id=ALICE)
+        await bot.answer_to(asked, ALICE)
+        await bot.emu.user_edits(asked, "Hi, edited", chat_id=ALICE)
+        await asyncio.sleep(0.5)
+        assert len(bot.replies_to(asked, ALICE)) == 1
+        with sqlite3.connect(bot.database) as db:
+            assert db.execute("SELECT COUNT(*) FROM messages WHERE role='user'").fetchone()[0] == 1
+
+
+async def test_a_reply_longer_than_telegram_allows_continues_in_new_messages() -> None:
+    async with TelegramEmulator() as emu:
+        from telegram import Bot
+        from telegram.request import HTTPXRequest
+
+        bot = Bot(emu.token, base_url=f"{emu.base_url}/bot", request=HTTPXRequest())
+        async with bot:
+            await emu.user_says("Write a lot", chat_id=ALICE, user_id=ALICE)
+            first = await bot.send_message(ALICE, "…")
+            surface = TelegramSurface(bot, ALICE, 0, ALICE, ChatPacer(0.0))
+            surface.min_edit_interval = 0.0  # type: ignore[misc]
+            reply = StreamedReply(surface, str(first.message_id), first_text="…")
+            paragraph = "**Bold** words & <tags> in a paragraph that goes on. " * 8
+            text = "\n\n".join(paragraph for _ in range(22))
+            for start in range(0, len(text), 500):
+                reply.append(text[start : start + 500])
+            surface.finish()
+            await reply.finish("done")
+            await surface.cleanup()
+        messages = emu.bot_messages(ALICE)
+        assert len(messages) >= 3
+        assert all(len(plain(m.text)) <= 4096 for m in messages)
+        assert all(is_final(m) for m in messages)
+        shown = "".join(plain(m.text) for m in messages)
+        assert shown.replace("\n", "").replace(" ", "") == (
+            text.replace("**", "").replace("\n", "").replace(" ", "")
+        )
