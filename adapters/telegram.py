@@ -11,6 +11,7 @@ import logging
 
 from telegram import BotCommand, Message, Update
 from telegram.constants import ChatType, MessageEntityType
+from telegram.error import InvalidToken, NetworkError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -80,7 +81,16 @@ class TelegramAdapter:
         app.add_handler(CallbackQueryHandler(self.on_stop_button, pattern=f"^{STOP_PREFIX}"))
 
     async def start(self) -> None:
-        await self.application.initialize()
+        """Connect; a rejected token or an unreachable API is one clear ParleyError."""
+        try:
+            await self.application.initialize()
+        except InvalidToken as exc:
+            await self.application.bot.shutdown()
+            raise ParleyError("Telegram rejected TELEGRAM_TOKEN; check it with @BotFather") from exc
+        except NetworkError as exc:
+            await self.application.bot.shutdown()
+            where = self.settings.telegram_api_base_url
+            raise ParleyError(f"cannot reach the Telegram Bot API at {where}: {exc}") from exc
         await self.application.bot.set_my_commands(COMMANDS)
         await self.application.start()
         assert self.application.updater is not None

@@ -204,3 +204,19 @@ async def test_a_reply_longer_than_telegram_allows_continues_in_new_messages() -
         assert shown.replace("\n", "").replace(" ", "") == (
             text.replace("**", "").replace("\n", "").replace(" ", "")
         )
+
+
+async def test_a_rejected_token_is_one_clear_error(engine: EngineProcess, tmp_path: Path) -> None:
+    from adapters.telegram import TelegramAdapter
+    from bot.app import Parley
+    from bot.errors import ParleyError
+    from bot.settings import load_settings
+
+    async with TelegramEmulator() as emu:
+        settings = load_settings(
+            telegram_token="999:wrong", telegram_api_base_url=emu.base_url,
+            database_path=tmp_path / "bot.db", engine_urls=engine.url,
+        )  # fmt: skip
+        async with Parley(settings) as service:
+            with pytest.raises(ParleyError, match="rejected TELEGRAM_TOKEN"):
+                await TelegramAdapter(settings, service).start()
