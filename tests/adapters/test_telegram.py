@@ -220,3 +220,42 @@ async def test_a_rejected_token_is_one_clear_error(engine: EngineProcess, tmp_pa
         async with Parley(settings) as service:
             with pytest.raises(ParleyError, match="rejected TELEGRAM_TOKEN"):
                 await TelegramAdapter(settings, service).start()
+
+
+async def test_parley_run_answers_on_telegram_and_stops_cleanly_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    import signal
+    import sys
+
+    from tests.adapters.test_console import base_env
+
+    async with TelegramEmulator() as emu:
+        env = {
+            **base_env(tmp_path),
+            "TELEGRAM_TOKEN": emu.token,
+            "TELEGRAM_API_BASE_URL": emu.base_url,
+            "MAX_TOKENS": "8",
+        }
+        bot = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "run", cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert bot.stdout is not None
+            banner = await asyncio.wait_for(bot.stdout.readline(), 120)
+            assert b"answering on Telegram" in banner
+            asked = await emu.user_says("Hello", chat_id=ALICE, user_id=ALICE)
+            await emu.wait_for(
+                lambda: any(
+                    m.reply_to_message_id == asked and is_final(m) for m in emu.bot_messages(ALICE)
+                ),
+                60,
+            )
+        finally:
+            if bot.returncode is None:
+                bot.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(bot.wait(), 30)
+        assert code == 0
+        stderr = (await bot.stderr.read()).decode() if bot.stderr else ""
+        assert emu.token not in stderr
