@@ -18,7 +18,7 @@ from typing import Protocol
 import aiohttp
 
 from bot.engine_client import EngineClient, Sampling
-from bot.errors import ModelUnavailable, ParleyError
+from bot.errors import ModelUnavailable
 from bot.local_engine import LocalEngine
 from bot.service import MODEL_KEY, ChatService
 from bot.settings import DEMO_MODEL, Settings
@@ -97,6 +97,7 @@ class Parley:
             max_pending_total=settings.max_pending_total,
             model=card.name,
             admin_token=self.admin_token,
+            models_dir=settings.models_dir,
         )
         service.start(workers=health.slots_total)
         self.service = service
@@ -155,7 +156,9 @@ async def run_platforms(settings: Settings, service: ChatService) -> int:
 
         adapters.append(TelegramAdapter(settings, service))
     if settings.discord_token is not None:
-        raise ParleyError("DISCORD_TOKEN is set, but this build has no Discord adapter yet")
+        from adapters.discord import DiscordAdapter
+
+        adapters.append(DiscordAdapter(settings, service))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -171,6 +174,7 @@ async def run_platforms(settings: Settings, service: ChatService) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        await service.stop()  # answers being written end as "stopped" while platforms are up
         for adapter in reversed(started):
             try:
                 await adapter.stop()

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.incoming import Outcome
-from bot.replies import ReplySurface, StreamedReply
+from bot.replies import RateLimited, ReplySurface, StreamedReply
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class PlatformReply:
     async def accepted(self, position: int | None) -> None:
         placeholder = PLACEHOLDER if position is None else queued_text(position)
         try:
-            first = await self.surface.send(placeholder)
+            first = await _send_patiently(self.surface, placeholder)
         except Exception:
             self._started.set()  # finished() must not wait forever; it will fail loudly
             raise
@@ -64,7 +64,7 @@ class PlatformReply:
 
     async def notice(self, text: str) -> None:
         """A refusal or command result: its own message (nothing was posted before it)."""
-        await self.surface.send(text)
+        await _send_patiently(self.surface, text)
         self.done.set()
 
     async def queued(self, position: int) -> None:
@@ -103,3 +103,14 @@ class PlatformReply:
             except Exception as exc:  # a typing indicator is never worth failing a reply
                 log.debug("typing indicator failed: %s", exc)
             await asyncio.sleep(TYPING_EVERY)
+
+
+async def _send_patiently(surface: ReplySurface, text: str, attempts: int = 10) -> str:
+    """Post a message, waiting out rate limits (the controller does the same for edits)."""
+    for _ in range(attempts - 1):
+        try:
+            return await surface.send(text)
+        except RateLimited as exc:
+            log.info("rate limited posting a reply; retrying in %.1f s", exc.retry_after)
+            await asyncio.sleep(max(exc.retry_after, 0.0))
+    return await surface.send(text)

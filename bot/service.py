@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bot.conversation import Turn, fit_conversation
 from bot.engine_client import EngineClient, Sampling, StreamEnd, Usage
@@ -56,6 +57,7 @@ class ChatService:
         max_pending_total: int,
         model: str = "",
         admin_token: str | None = None,
+        models_dir: Path | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -64,6 +66,7 @@ class ChatService:
         self.n_ctx = n_ctx
         self.model = model
         self._admin_token = admin_token
+        self.models_dir = models_dir
         self._switching = asyncio.Lock()
         self.queue: FairQueue[WorkItem] = FairQueue(max_pending_per_user, max_pending_total)
         self._running: dict[int, QueuedJob[WorkItem]] = {}
@@ -146,6 +149,16 @@ class ChatService:
         """Per-user system prompt; None restores the default."""
         user = await self.store.user(platform, user_id, user_name)
         await self.store.set_user_setting(user.id, SYSTEM_PROMPT_KEY, prompt)
+
+    async def is_banned(self, platform: str, user_id: str) -> bool:
+        return await self.store.is_banned(platform, user_id)
+
+    async def available_models(self) -> list[str]:
+        """What ``/model`` offers: the current model, demo, and .gguf files in MODELS_DIR."""
+        names = {self.model, "demo"}
+        if self.models_dir is not None and self.models_dir.expanduser().is_dir():
+            names.update(str(p) for p in sorted(self.models_dir.expanduser().glob("*.gguf")))
+        return sorted(n for n in names if n)
 
     async def switch_model(self, spec: str, *, now: bool = False) -> str:
         """Load another model in the engine without a restart; persisted for the next start.

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
 
     model: str = DEFAULT_MODEL
     database_path: Path = Field(default_factory=lambda: default_data_dir() / "parley.db")
+    # .gguf files here are offered by `/model` (and `parley admin model list`).
+    models_dir: Path = Field(default_factory=lambda: default_data_dir() / "models")
     system_prompt: str = "You are Parley, a helpful and concise assistant."
 
     # Sampling defaults for every reply (the seeds' flags).
@@ -66,7 +68,12 @@ class Settings(BaseSettings):
     discord_api_base_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg"
     discord_allowed_users: IdList = Field(default_factory=list)
+    discord_allowed_roles: IdList = Field(default_factory=list)
+    discord_allowed_channels: IdList = Field(default_factory=list)
     discord_admin_ids: IdList = Field(default_factory=list)
+    # Sync slash commands to these guilds (instant) instead of globally (can take an hour).
+    discord_guild_ids: IdList = Field(default_factory=list)
+    discord_reply_to_mentions: bool = True
 
     telegram_token: SecretStr | None = None
     telegram_api_base_url: str = "https://api.telegram.org"
@@ -79,7 +86,8 @@ class Settings(BaseSettings):
     log_level: str = Field(default="warning", pattern="^(debug|info|warning|error)$")
 
     @field_validator(
-        "discord_allowed_users", "discord_admin_ids", "telegram_allowed_users",
+        "discord_allowed_users", "discord_allowed_roles", "discord_allowed_channels",
+        "discord_admin_ids", "discord_guild_ids", "telegram_allowed_users",
         "telegram_allowed_chats", "telegram_admin_ids", mode="before",
     )  # fmt: skip
     @classmethod

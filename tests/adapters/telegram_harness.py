@@ -84,6 +84,7 @@ async def telegram_bot(
             try:
                 yield TelegramBot(emulator, service, adapter, database)
             finally:
+                await service.stop()  # running answers end ("stopped") while Telegram is there
                 await adapter.stop()
     finally:
         if own:

@@ -96,3 +96,25 @@ async def test_dropped_history_is_mentioned_and_errors_are_shown() -> None:
     await failing.accepted(None)
     await failing.finished(Outcome("error", "", error="the engine failed"))
     assert surface.messages["2"][-1].endswith("⚠ error: the engine failed")
+
+
+async def test_a_rate_limited_placeholder_is_posted_after_the_wait() -> None:
+    from bot.replies import RateLimited
+
+    class Limited(Surface):
+        def __init__(self) -> None:
+            super().__init__()
+            self.refusals = 2
+
+        async def send(self, text: str) -> str:
+            if self.refusals:
+                self.refusals -= 1
+                raise RateLimited(0.01)
+            return await super().send(text)
+
+    surface = Limited()
+    reply = PlatformReply(surface)
+    await reply.accepted(None)
+    reply.delta("fine")
+    await reply.finished(Outcome("done", "fine"))
+    assert surface.refusals == 0 and surface.messages["1"][-1] == "fine"

@@ -1,0 +1,85 @@
+"""A scripted stand-in for an engine: the same HTTP contract, a known answer at a fixed rate.
+
+For tests (and benchmarks) where the model's words must be known in advance — a reply long
+enough to split, a precise token rate — while the bot, adapters and platforms stay real.
+Tokens are whitespace-separated words; ``/tokenize`` counts words the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from typing import Any
+
+from aiohttp import web
+
+
+class ScriptedEngine:
+    def __init__(
+        self, answer: str, *, tokens_per_second: float = 200.0, slots: int = 4, n_ctx: int = 4096
+    ) -> None:
+        self.answer = answer
+        self.tokens_per_second = tokens_per_second
+        self.slots = slots
+        self.n_ctx = n_ctx
+        self.busy = 0
+        self.requests: list[dict[str, Any]] = []
+        self.cancelled = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/tokenize", self._tokenize)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"status": "ok", "model": "scripted", "slots_total": self.slots,
+             "slots_busy": self.busy, "queued": 0}
+        )  # fmt: skip
+
+    async def _models(self, request: web.Request) -> web.Response:
+        card = {"id": "scripted", "object": "model", "n_ctx": self.n_ctx}
+        return web.json_response({"object": "list", "data": [card]})
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        text = body.get("content") or " ".join(m["content"] for m in body.get("messages", []))
+        count = len(text.split()) + 4 * len(body.get("messages", []))
+        return web.json_response({"tokens": list(range(count)), "pieces": []})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        pieces = re.findall(r"\S+\s*|\s+", self.answer)[: body.get("max_tokens") or None]
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        self.busy += 1
+        started = time.perf_counter()
+        try:
+            for piece in pieces:
+                await asyncio.sleep(1 / self.tokens_per_second)
+                await _event(response, {"model": "scripted",
+                                        "choices": [{"delta": {"content": piece}}]})  # fmt: skip
+            usage = {
+                "prompt_tokens": 10, "completion_tokens": len(pieces), "cached_tokens": 0,
+                "prompt_ms": 1.0, "decode_ms": (time.perf_counter() - started) * 1000,
+            }  # fmt: skip
+            final = {"model": "scripted", "usage": usage,
+                     "choices": [{"delta": {}, "finish_reason": "stop"}]}  # fmt: skip
+            await _event(response, final)
+            await response.write(b"data: [DONE]\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.cancelled += 1
+            raise
+        finally:
+            self.busy -= 1
+        return response
+
+
+async def _event(response: web.StreamResponse, payload: dict[str, Any]) -> None:
+    await response.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
