@@ -7,9 +7,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+
+# PTB 22 warns on every flood-control error unless it may hand out timedeltas, which this
+# adapter reads anyway (see _retry_after); opt in before telegram is imported.
+os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 from telegram.constants import ParseMode
