@@ -125,7 +125,7 @@ class Store:
 
     async def user(self, platform: str, platform_user_id: str, name: str) -> User:
         """Get or create the user; a changed display name is saved."""
-        async with self._write() as db:
+        async with self.transaction() as db:
             await db.execute(
                 "INSERT INTO users (platform, platform_user_id, name, created_at)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (platform, platform_user_id)"
@@ -143,7 +143,7 @@ class Store:
 
     async def active_conversation(self, user: User, chat_id: str) -> Conversation:
         """The user's current conversation in this chat, started if there is none."""
-        async with self._write() as db:
+        async with self.transaction() as db:
             row = await _one(
                 db,
                 "SELECT id, user_id, platform, chat_id FROM conversations"
@@ -156,7 +156,7 @@ class Store:
 
     async def reset_conversation(self, user: User, chat_id: str) -> Conversation:
         """Start a fresh conversation (/reset); the old one and its messages are kept."""
-        async with self._write() as db:
+        async with self.transaction() as db:
             await db.execute(
                 "UPDATE conversations SET active = 0"
                 " WHERE user_id = ? AND platform = ? AND chat_id = ? AND active = 1",
@@ -178,7 +178,7 @@ class Store:
     ) -> Message:
         _check(role, Role, "role")
         _check(status, MessageStatus, "message status")
-        async with self._write() as db:
+        async with self.transaction() as db:
             return await _insert_message(
                 db, conversation_id, role, content, status, token_count, model
             )
@@ -194,7 +194,7 @@ class Store:
     ) -> None:
         """Replace a (streamed) message's text and status; None keeps token_count/model."""
         _check(status, MessageStatus, "message status")
-        async with self._write() as db:
+        async with self.transaction() as db:
             cursor = await db.execute(
                 "UPDATE messages SET content = ?, status = ?,"
                 " token_count = COALESCE(?, token_count), model = COALESCE(?, model),"
@@ -215,14 +215,14 @@ class Store:
         at that message and its reply: the prompt for that message's job. Two user messages in a
         row are possible (a reply failed); the caller merges them if its template needs it.
         """
-        rows = await self._read(_HISTORY, (conversation_id, through_message_id, through_message_id))
+        rows = await self.query(_HISTORY, (conversation_id, through_message_id, through_message_id))
         return [_message(row) for row in rows]
 
     async def add_user_message_with_job(
         self, conversation_id: int, user_id: int, content: str
     ) -> tuple[Message, Job]:
         """Store the user's message and its queued job in one transaction, committed."""
-        async with self._write() as db:
+        async with self.transaction() as db:
             message = await _insert_message(
                 db, conversation_id, "user", content, "complete", None, None
             )
@@ -248,7 +248,7 @@ class Store:
     ) -> None:
         """Move a job on; None keeps the stored reply_message_id/error."""
         _check(status, JobStatus, "job status")
-        async with self._write() as db:
+        async with self.transaction() as db:
             cursor = await db.execute(
                 "UPDATE jobs SET status = ?, reply_message_id = COALESCE(?, reply_message_id),"
                 " error = COALESCE(?, error), updated_at = ? WHERE id = ?",
@@ -258,12 +258,12 @@ class Store:
                 raise KeyError(f"no job with id {job_id}")
 
     async def job(self, job_id: int) -> Job | None:
-        rows = await self._read(_JOB_SELECT + " WHERE j.id = ?", (job_id,))
+        rows = await self.query(_JOB_SELECT + " WHERE j.id = ?", (job_id,))
         return _job(rows[0]) if rows else None
 
     async def unfinished_jobs(self) -> list[Job]:
         """Queued and running jobs, oldest first: what to resume after a restart."""
-        rows = await self._read(
+        rows = await self.query(
             _JOB_SELECT + " WHERE j.status IN ('queued', 'running') ORDER BY j.id", ()
         )
         return [_job(row) for row in rows]
@@ -271,12 +271,12 @@ class Store:
     # ---- settings and bans ------------------------------------------------------------
 
     async def get_setting(self, key: str) -> str | None:
-        rows = await self._read("SELECT value FROM settings WHERE key = ?", (key,))
+        rows = await self.query("SELECT value FROM settings WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
 
     async def set_setting(self, key: str, value: str | None) -> None:
         """Set a bot-wide setting; None deletes it."""
-        async with self._write() as db:
+        async with self.transaction() as db:
             if value is None:
                 await db.execute("DELETE FROM settings WHERE key = ?", (key,))
             else:
@@ -287,14 +287,14 @@ class Store:
                 )
 
     async def get_user_setting(self, user_id: int, key: str) -> str | None:
-        rows = await self._read(
+        rows = await self.query(
             "SELECT value FROM user_settings WHERE user_id = ? AND key = ?", (user_id, key)
         )
         return str(rows[0][0]) if rows else None
 
     async def set_user_setting(self, user_id: int, key: str, value: str | None) -> None:
         """Set a per-user setting (e.g. the user's system prompt); None deletes it."""
-        async with self._write() as db:
+        async with self.transaction() as db:
             if value is None:
                 await db.execute(
                     "DELETE FROM user_settings WHERE user_id = ? AND key = ?", (user_id, key)
@@ -308,7 +308,7 @@ class Store:
 
     async def ban(self, platform: str, platform_user_id: str, reason: str = "") -> None:
         """Ban by platform identity (they need not have written yet); re-ban updates reason."""
-        async with self._write() as db:
+        async with self.transaction() as db:
             await db.execute(
                 "INSERT INTO bans (platform, platform_user_id, reason, created_at)"
                 " VALUES (?, ?, ?, ?)"
@@ -318,7 +318,7 @@ class Store:
 
     async def unban(self, platform: str, platform_user_id: str) -> bool:
         """Lift a ban; False if there was none."""
-        async with self._write() as db:
+        async with self.transaction() as db:
             cursor = await db.execute(
                 "DELETE FROM bans WHERE platform = ? AND platform_user_id = ?",
                 (platform, platform_user_id),
@@ -326,16 +326,16 @@ class Store:
             return cursor.rowcount > 0
 
     async def is_banned(self, platform: str, platform_user_id: str) -> bool:
-        rows = await self._read(
+        rows = await self.query(
             "SELECT 1 FROM bans WHERE platform = ? AND platform_user_id = ?",
             (platform, platform_user_id),
         )
         return bool(rows)
 
-    # ---- plumbing ---------------------------------------------------------------------
+    # ---- plumbing (also used by bot/store_admin.py) -------------------------------------
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction, committed on exit, rolled back on any exception."""
         async with self._lock:
             await self._db.execute("BEGIN IMMEDIATE")
@@ -347,7 +347,7 @@ class Store:
                 raise
             await self._db.execute("COMMIT")
 
-    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    async def query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         async with self._lock:
             return list(await self._db.execute_fetchall(sql, params))
 
