@@ -116,6 +116,8 @@ class DiscordAdapter:
         settings = self.settings
         if user.id in settings.discord_admin_ids:
             return True
+        if (PLATFORM, str(user.id)) in self.service.allowed_at_runtime:
+            return True  # `parley admin users allow`
         channels = settings.discord_allowed_channels
         if channels and channel_id not in channels:
             return False

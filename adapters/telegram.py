@@ -113,8 +113,9 @@ class TelegramAdapter:
         user = message.from_user
         if user is None or user.is_bot:
             return False
+        extra = (PLATFORM, str(user.id)) in self.service.allowed_at_runtime
         if users and user.id not in users and user.id not in self.settings.telegram_admin_ids:
-            return False
+            return extra
         return not chats or message.chat_id in chats
 
     def _is_admin(self, message: Message) -> bool:

@@ -12,11 +12,15 @@ import secrets
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
+from aiohttp import web
 
+from bot import store_admin
+from bot.admin_api import serve_admin, token_path
 from bot.engine_client import EngineClient, Sampling
 from bot.errors import ModelUnavailable
 from bot.local_engine import LocalEngine
@@ -62,6 +66,9 @@ class Parley:
         # so in-chat /model switches work without extra setup.
         configured = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.admin_token = configured or (None if settings.engine_urls else secrets.token_urlsafe())
+        self.admin_token_given = configured is not None
+        self.admin_info: dict[str, Any] = {"adapters": ["terminal"], "model_spec": ""}
+        self.admin_runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> ChatService:
         self.session = aiohttp.ClientSession()
@@ -101,6 +108,13 @@ class Parley:
         )
         service.start(workers=health.slots_total)
         self.service = service
+        for row in await store_admin.people(self.store):
+            if row.allowed:
+                service.allowed_at_runtime.add((row.platform, row.platform_user_id))
+        self.admin_runner = await serve_admin(
+            service, self.admin_socket, self.admin_token or secrets.token_urlsafe(),
+            self.admin_info, write_token=not self.admin_token_given,
+        )  # fmt: skip
         return service
 
     async def _engine(self, session: aiohttp.ClientSession) -> EngineClient:
@@ -110,6 +124,7 @@ class Parley:
         assert self.store is not None
         chosen = await self.store.get_setting(MODEL_KEY)  # the last `/model` switch, if any
         model = self.overrides.model or chosen or self.settings.model
+        self.admin_info["model_spec"] = model
         try:
             return await self._spawn(session, model)
         except ModelUnavailable as exc:
@@ -131,7 +146,15 @@ class Parley:
         self.engine = LocalEngine(args, log_path=log_path, env=env)
         return await self.engine.start(session, settings.engine_start_timeout)
 
+    @property
+    def admin_socket(self) -> Path:
+        return admin_socket_path(self.settings)
+
     async def close(self) -> None:
+        if self.admin_runner is not None:
+            await self.admin_runner.cleanup()
+            self.admin_socket.unlink(missing_ok=True)
+            token_path(self.admin_socket).unlink(missing_ok=True)
         if self.service is not None:
             await self.service.stop()
         if self.engine is not None:
@@ -142,13 +165,22 @@ class Parley:
             await self.session.close()
 
 
+def admin_socket_path(settings: Settings) -> Path:
+    """ADMIN_SOCKET, or admin.sock beside the database."""
+    if settings.admin_socket is not None:
+        return settings.admin_socket.expanduser()
+    return settings.database_path.expanduser().parent / "admin.sock"
+
+
 class PlatformAdapter(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
 
 
-async def run_platforms(settings: Settings, service: ChatService) -> int:
+async def run_platforms(
+    settings: Settings, service: ChatService, info: dict[str, Any] | None = None
+) -> int:
     """Run every platform with a token until SIGINT/SIGTERM, then stop them cleanly."""
     adapters: list[PlatformAdapter] = []
     if settings.telegram_token is not None:
@@ -169,6 +201,8 @@ async def run_platforms(settings: Settings, service: ChatService) -> int:
             await adapter.start()
             started.append(adapter)
         names = ", ".join(type(a).__name__.removesuffix("Adapter") for a in adapters)
+        if info is not None:
+            info["adapters"] = [type(a).__name__.removesuffix("Adapter").lower() for a in adapters]
         print(f"Parley is answering on {names} with {service.model}. Ctrl-C stops.", flush=True)
         await stop.wait()
     finally:

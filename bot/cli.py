@@ -20,6 +20,7 @@ commands:
   run       run the bot on every configured platform (no token set: the terminal chat)
   chat      chat with the model in this terminal
   engine    serve a GGUF model over the OpenAI-compatible HTTP API
+  admin     manage the running bot: status, models, queue, users, history, stats
 
 'parley COMMAND --help' explains each one.
 """
@@ -53,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from engine.cli import main as engine_main
 
         return engine_main(rest)
+    if command == "admin":
+        from bot.admin_cli import main as admin_main
+
+        return admin_main(rest)
     if command in ("chat", "run"):
         options = chat_parser(f"parley {command}").parse_args(rest)
         try:
@@ -96,7 +101,7 @@ async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
     app = Parley(settings, overrides)
     async with app as service:
         if platforms:
-            return await run_platforms(settings, service)
+            return await run_platforms(settings, service, app.admin_info)
         return await Console(service, app.model_name).run()
 
 

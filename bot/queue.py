@@ -92,6 +92,9 @@ class FairQueue(Generic[T]):
                 return job
         return None
 
+    def jobs_in_order(self) -> list[QueuedJob[T]]:
+        return list(self._jobs)
+
     def jobs_of(self, user: UserKey) -> list[QueuedJob[T]]:
         return [job for job in self._jobs if job.user == user]
 

@@ -12,9 +12,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot import store_admin
 from bot.conversation import Turn, fit_conversation
 from bot.engine_client import EngineClient, Sampling, StreamEnd, Usage
 from bot.errors import ParleyError, QueueFull
@@ -42,6 +45,8 @@ class WorkItem:
     message: Message
     job: Job
     reply_text: list[str] = field(default_factory=list)
+    enqueued: float = field(default_factory=time.monotonic)
+    first_token: float | None = None
 
 
 class ChatService:
@@ -72,6 +77,9 @@ class ChatService:
         self._running: dict[int, QueuedJob[WorkItem]] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._ids = itertools.count(1)
+        self._recent: deque[tuple[float, int]] = deque(maxlen=10_000)  # (finished, tokens)
+        self.allowed_at_runtime: set[tuple[str, str]] = set()  # `parley admin users allow`
+        self.started_at = time.time()
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -119,15 +127,21 @@ class ChatService:
         waits = position > 1 or self._all_busy()
         await incoming.reply.accepted(position if waits else None)
 
-    async def cancel(self, platform: str, chat_id: str, user_id: str) -> int:
-        """/stop: cancel the user's running and queued answers; returns how many."""
+    async def cancel(
+        self, platform: str, chat_id: str, user_id: str, only: int | None = None
+    ) -> int:
+        """/stop: cancel the user's running and queued answers (or job ``only``); how many."""
         key = _user_key_of(platform, user_id)
         count = 0
         for job in self.queue.jobs_of(key):
+            if only is not None and job.payload.job.id != only:
+                continue
             if job.payload.incoming.chat_id == chat_id and self.queue.remove(job.id) is not None:
                 count += 1
                 await self._finish(job.payload, Outcome("stopped", ""))
         for job in list(self._running.values()):
+            if only is not None and job.payload.job.id != only:
+                continue
             if job.user == key and job.payload.incoming.chat_id == chat_id:
                 job.cancelled.set()
                 count += 1
@@ -149,6 +163,43 @@ class ChatService:
         """Per-user system prompt; None restores the default."""
         user = await self.store.user(platform, user_id, user_name)
         await self.store.set_user_setting(user.id, SYSTEM_PROMPT_KEY, prompt)
+
+    # ---- operator calls (parley admin) ----------------------------------------------------
+
+    def tokens_per_second(self, window: float = 60.0) -> float:
+        since = time.monotonic() - window
+        return sum(tokens for at, tokens in self._recent if at >= since) / window
+
+    def jobs(self) -> list[dict[str, object]]:
+        """Running then queued jobs, for `parley admin queue`."""
+        now = time.monotonic()
+        rows: list[dict[str, object]] = []
+        for state, jobs in (("running", list(self._running.values())),
+                            ("queued", self.queue.jobs_in_order())):  # fmt: skip
+            for position, job in enumerate(jobs, 1):
+                item = job.payload
+                rows.append({
+                    "job": item.job.id, "state": state, "user": job.user,
+                    "chat": item.incoming.chat_id, "position": position if state == "queued" else 0,
+                    "waiting_s": round(now - item.enqueued, 1),
+                })  # fmt: skip
+        return rows
+
+    async def cancel_job(self, job_id: int) -> bool:
+        for job in [*self.queue.jobs_in_order(), *self._running.values()]:
+            if job.payload.job.id == job_id:
+                item = job.payload
+                inc = item.incoming
+                return await self.cancel(inc.platform, inc.chat_id, inc.user_id, only=job_id) > 0
+        return False
+
+    async def cancel_person(self, platform: str, user_id: str) -> int:
+        chats = {
+            job.payload.incoming.chat_id
+            for job in [*self.queue.jobs_in_order(), *self._running.values()]
+            if job.user == _user_key_of(platform, user_id)
+        }
+        return sum([await self.cancel(platform, chat, user_id) for chat in chats])
 
     async def is_banned(self, platform: str, user_id: str) -> bool:
         return await self.store.is_banned(platform, user_id)
@@ -235,6 +286,8 @@ class ChatService:
                 if isinstance(piece, StreamEnd):
                     ended.append(piece)
                 else:
+                    if item.first_token is None:
+                        item.first_token = time.monotonic()
                     item.reply_text.append(piece)
                     item.incoming.reply.delta(piece)
 
@@ -274,6 +327,14 @@ class ChatService:
         await self.store.set_job_status(
             item.job.id, JOB_STATUS[outcome.state], reply_message_id=reply_id, error=outcome.error
         )
+        if outcome.state == "done" and outcome.usage is not None:
+            ttft = (item.first_token - item.enqueued) * 1000 if item.first_token else None
+            await store_admin.record_usage(
+                self.store, item.job.id, prompt_tokens=outcome.usage.prompt_tokens,
+                completion_tokens=outcome.usage.completion_tokens, ttft_ms=ttft,
+                model=outcome.model,
+            )  # fmt: skip
+            self._recent.append((time.monotonic(), outcome.usage.completion_tokens))
         await item.incoming.reply.finished(outcome)
 
 

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     max_pending_total: int = Field(default=100, ge=1)
 
     admin_token: SecretStr | None = None
+    # Where `parley admin` reaches the running bot; default: admin.sock beside the database.
+    admin_socket: Path | None = None
 
     discord_token: SecretStr | None = None
     discord_api_base_url: str = "https://discord.com/api/v10"
