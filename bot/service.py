@@ -211,6 +211,15 @@ class ChatService:
             names.update(str(p) for p in sorted(self.models_dir.expanduser().glob("*.gguf")))
         return sorted(n for n in names if n)
 
+    def resolve_model(self, spec: str) -> str:
+        """A bare NAME means a file in MODELS_DIR (``.gguf`` optional); anything else as given."""
+        if self.models_dir is not None and "/" not in spec and ":" not in spec:
+            for name in (spec, f"{spec}.gguf"):
+                candidate = self.models_dir.expanduser() / name
+                if candidate.is_file():
+                    return str(candidate)
+        return spec
+
     async def switch_model(self, spec: str, *, now: bool = False) -> str:
         """Load another model in the engine without a restart; persisted for the next start.
 
@@ -220,6 +229,7 @@ class ChatService:
         """
         if self._admin_token is None:
             raise ParleyError("switching models needs ADMIN_TOKEN (the engine's admin token)")
+        spec = self.resolve_model(spec)
         async with self._switching:
             card = await self.engine.switch_model(spec, self._admin_token, now=now)
             self.model, self.n_ctx = card.name, card.n_ctx
