@@ -137,6 +137,7 @@ class Parley:
         settings = self.settings
         args = ["--model", model, "--n-ctx", str(settings.engine_n_ctx)]
         args += ["--parallel", str(settings.engine_parallel)]
+        args += ["--kv-cache-ram-mb", str(settings.kv_cache_ram_mb)]
         if settings.engine_threads:
             args += ["--threads", str(settings.engine_threads)]
         if settings.engine_n_gpu_layers is not None:

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     engine_threads: int | None = Field(default=None, ge=1)
     engine_n_gpu_layers: int | None = None
     engine_start_timeout: float = Field(default=600.0, gt=0)
+    kv_cache_ram_mb: int = Field(default=1024, ge=0)  # idle conversations' KV kept in RAM
 
     # Queue limits.
     max_pending_per_user: int = Field(default=3, ge=1)

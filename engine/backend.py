@@ -54,6 +54,12 @@ class Backend(Protocol):
 
     def clear(self, seq: int) -> None: ...
 
+    def save(self, seq: int) -> bytearray | None:
+        """A copy of ``seq``'s KV (for the RAM spill cache); None if it cannot be saved."""
+
+    def restore(self, seq: int, data: bytearray) -> bool:
+        """Replace ``seq``'s KV with ``data`` from ``save``; False if there is no room."""
+
     def piece(self, token: int) -> bytes: ...
 
     def close(self) -> None: ...

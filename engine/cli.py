@@ -79,6 +79,13 @@ def build_parser(prog: str = "parley engine") -> argparse.ArgumentParser:
         help="flash attention (default auto); off keeps prompt speed flatter as history grows",
     )
     p.add_argument(
+        "--kv-cache-ram-mb",
+        type=_non_negative,
+        default=int(os.environ.get("KV_CACHE_RAM_MB", "1024")),
+        help="RAM for idle conversations' KV, restored on their next turn instead of "
+        "recomputed (env KV_CACHE_RAM_MB; default 1024; 0 turns it off)",
+    )
+    p.add_argument(
         "--chat-template",
         type=Path,
         default=None,
@@ -108,6 +115,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def config_from_args(args: argparse.Namespace) -> EngineConfig:
     override: TemplateOverride | None = None
     if args.chat_template is not None:
@@ -128,6 +142,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         n_gpu_layers=args.n_gpu_layers,
         template_override=override,
         max_queue=args.max_queue,
+        kv_cache_ram_mb=args.kv_cache_ram_mb,
     )
 
 

@@ -5,6 +5,10 @@ into free slots (reusing each conversation's cached prefix), put one token per g
 sequence plus prompt chunks of starting sequences into one batch, decode once, sample each
 sequence with its own sampler, and push text to each request's sink.
 
+Idle sequences move to a RAM spill cache (``engine.kv_spill``) instead of being dropped
+when their cells are needed, or as soon as other work runs in a unified cache (where every
+batch attends over idle cells too), and are copied back on the conversation's next turn.
+
 Other threads only call ``submit``, ``cancel``, ``request_swap`` and read ``load``: those
 append to thread-safe deques and wake the scheduler. Cancellations are handled at the start
 of the next step, ahead of queued work, so a cancelled sequence is freed before the next decode.
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 
 from engine.backend import DECODE_NO_ROOM, DECODE_OK, Backend, BatchEntry, Sampler
 from engine.errors import EngineError
+from engine.kv_spill import SpillCache, Spilled
 from engine.requests import (
     FINISH_CANCELLED,
     FINISH_LENGTH,
@@ -69,9 +74,15 @@ class Swap:
 class EngineCore:
     """Continuous-batching scheduler over a ``Backend``. See the module docstring for threads."""
 
-    def __init__(self, backend: Backend, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        clock: Callable[[], float] = time.perf_counter,
+        spill: SpillCache | None = None,
+    ) -> None:
         self.backend = backend
         self.clock = clock
+        self.spill = spill if spill is not None else SpillCache(0)
         self.table = SlotTable(backend.n_seq)
         self.waiting: deque[Job] = deque()
         self.running: list[Job] = []  # admission order
@@ -114,6 +125,7 @@ class EngineCore:
         self._admit()
         if not self.running:
             return False
+        self._spill_idle()
         entries = self._build_batch()
         status = self.backend.decode(entries)
         while status == DECODE_NO_ROOM and self._make_room(entries):
@@ -164,15 +176,28 @@ class EngineCore:
             job = self.waiting[0]
             if self._swaps and job.t_first is None:
                 return  # draining for a model swap; only preempted jobs may resume
-            slot = self.table.choose(job.request.cache_key, job.prompt)
+            key = job.request.cache_key
+            slot = self.table.choose(key, job.prompt)
             if slot is None:
                 return
-            reuse = min(common_prefix(slot.tokens, job.prompt), len(job.prompt) - 1)
-            if self.backend.unified and self.running:
-                needed = len(job.prompt) - reuse + 1
-                if not self._free_cells_for(needed, keep=slot, freed=len(slot.tokens) - reuse):
+            spilled = self._restorable(job, slot)
+            cached = slot.tokens if spilled is None else spilled.tokens
+            reuse = min(common_prefix(cached, job.prompt), len(job.prompt) - 1)
+            if self.backend.unified and (self.running or spilled is not None):
+                if spilled is None:
+                    needed, freed = len(job.prompt) - reuse + 1, len(slot.tokens) - reuse
+                else:  # the whole spilled sequence comes back before it is cut to `reuse`
+                    needed, freed = max(len(cached), len(job.prompt) + 1), len(slot.tokens)
+                if not self._free_cells_for(needed, keep=slot, freed=freed):
                     return
             self.waiting.popleft()
+            if spilled is not None and key is not None and not self._restore(slot, key):
+                reuse = 0
+            else:
+                if slot.cache_key != key:
+                    self._save(slot)  # the previous conversation keeps a RAM copy
+                if key is not None:
+                    self.spill.discard(key)  # the KV cache is this conversation's home now
             if reuse < len(slot.tokens) and not self.backend.keep_prefix(slot.seq, reuse):
                 self.backend.clear(slot.seq)
                 reuse = 0
@@ -187,6 +212,42 @@ class EngineCore:
                 for token in job.prompt[-max(job.request.params.repeat_last_n, 0) :]:
                     job.sampler.accept(token)
             self.running.append(job)
+
+    def _restorable(self, job: Job, slot: Slot) -> Spilled | None:
+        """The job's spilled KV, if restoring it saves more than what ``slot`` already holds."""
+        key = job.request.cache_key
+        if key is None or slot.cache_key == key:
+            return None
+        spilled = self.spill.peek(key)
+        if spilled is None:
+            return None
+        if common_prefix(spilled.tokens, job.prompt) <= common_prefix(slot.tokens, job.prompt):
+            return None
+        return spilled
+
+    def _restore(self, slot: Slot, key: str) -> bool:
+        """Copy ``key``'s spilled KV into ``slot`` (spilling what the slot held first)."""
+        self._evict(slot)
+        spilled = self.spill.take(key)
+        if spilled is None or not self.backend.restore(slot.seq, spilled.data):
+            log.warning("could not restore the KV of conversation %r; recomputing it", key)
+            self.backend.clear(slot.seq)
+            return False
+        slot.tokens[:] = spilled.tokens
+        slot.cache_key = key
+        return True
+
+    def _save(self, slot: Slot) -> None:
+        if self.spill.enabled and slot.cache_key is not None and slot.tokens:
+            data = self.backend.save(slot.seq)
+            if data is not None:
+                self.spill.put(slot.cache_key, tuple(slot.tokens), data)
+
+    def _spill_idle(self) -> None:
+        """In a unified cache every batch attends over idle sequences' cells: move them out."""
+        if self.backend.unified and self.spill.enabled:
+            for slot in self.table.eviction_order():
+                self._evict(slot)
 
     def _free_cells(self) -> int:
         reserved = sum(
@@ -206,7 +267,10 @@ class EngineCore:
                 return True
         return False
 
-    def _evict(self, slot: Slot) -> None:
+    def _evict(self, slot: Slot, *, spill: bool = True) -> None:
+        """Free the slot's cells, keeping a RAM copy of a conversation's KV when enabled."""
+        if spill:
+            self._save(slot)
         self.backend.clear(slot.seq)
         slot.tokens.clear()
         slot.cache_key = None
@@ -314,7 +378,7 @@ class EngineCore:
 
     def _fail(self, job: Job, message: str) -> None:
         if job.slot is not None:
-            self._evict(job.slot)
+            self._evict(job.slot, spill=False)
         self._release(job)
         job.request.sink(Failed(message))
 
@@ -346,6 +410,7 @@ class EngineCore:
         old = self.backend
         self.backend = swap.backend
         self.table = SlotTable(swap.backend.n_seq)
+        self.spill.clear()  # KV of the old model means nothing to the new one
         old.close()
         swap.activate()
         for job in list(self.waiting):

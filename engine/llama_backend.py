@@ -6,6 +6,7 @@ loader thread while the old one keeps serving).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
@@ -163,6 +164,22 @@ class LlamaBackend:
 
     def clear(self, seq: int) -> None:
         ll.llama_memory_seq_rm(self.memory, seq, -1, -1)
+
+    def save(self, seq: int) -> bytearray | None:
+        size = ll.llama_state_seq_get_size(self.ctx, seq)
+        if size == 0:
+            return None
+        data = bytearray(size)
+        view = (ctypes.c_uint8 * size).from_buffer(data)
+        written = ll.llama_state_seq_get_data(self.ctx, view, size, seq)
+        del view  # a live ctypes view would pin the bytearray's size
+        return data if written == size else None
+
+    def restore(self, seq: int, data: bytearray) -> bool:
+        view = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        read = ll.llama_state_seq_set_data(self.ctx, view, len(data), seq)
+        del view
+        return bool(read)
 
     def piece(self, token: int) -> bytes:
         return self.model.piece(token)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from engine.kv_spill import SpillCache
+
 
 class Counter:
     def __init__(self, name: str, help_text: str) -> None:
@@ -26,13 +28,17 @@ class Counter:
 
 
 class Gauge:
-    def __init__(self, name: str, help_text: str, read: Callable[[], float]) -> None:
-        self.name, self.help, self.read = name, help_text, read
+    """A value read when scraped; ``kind="counter"`` for a total kept elsewhere."""
+
+    def __init__(
+        self, name: str, help_text: str, read: Callable[[], float], kind: str = "gauge"
+    ) -> None:
+        self.name, self.help, self.read, self.kind = name, help_text, read, kind
 
     def render(self) -> list[str]:
         return [
             f"# HELP {self.name} {self.help}",
-            f"# TYPE {self.name} gauge",
+            f"# TYPE {self.name} {self.kind}",
             f"{self.name} {self.read():g}",
         ]
 
@@ -62,6 +68,14 @@ class Histogram:
         return lines
 
 
+def _spill_stat(spill: Callable[[], SpillCache | None], name: str) -> float:
+    cache = spill()
+    if cache is None:
+        return 0.0
+    value = getattr(cache, name)
+    return float(value() if callable(value) else value)
+
+
 def _labels(key: tuple[tuple[str, str], ...]) -> str:
     if not key:
         return ""
@@ -72,7 +86,11 @@ def _labels(key: tuple[tuple[str, str], ...]) -> str:
 class EngineMetrics:
     """Everything /metrics reports."""
 
-    def __init__(self, load: Callable[[], tuple[int, int, int]]) -> None:
+    def __init__(
+        self,
+        load: Callable[[], tuple[int, int, int]],
+        spill: Callable[[], SpillCache | None] = lambda: None,
+    ) -> None:
         self.requests = Counter("parley_engine_requests_total", "Finished requests by reason.")
         self.prompt_tokens = Counter("parley_engine_prompt_tokens_total", "Prompt tokens.")
         self.cached_tokens = Counter(
@@ -93,7 +111,23 @@ class EngineMetrics:
             Gauge("parley_engine_slots_total", "Sequences served at once.", lambda: load()[0]),
             Gauge("parley_engine_slots_busy", "Sequences generating now.", lambda: load()[1]),
             Gauge("parley_engine_queue_depth", "Requests waiting for a slot.", lambda: load()[2]),
-        ]
+            Gauge(
+                "parley_engine_kv_ram_bytes", "Idle conversations' KV held in RAM.",
+                lambda: _spill_stat(spill, "used_bytes"),
+            ),
+            Gauge(
+                "parley_engine_kv_ram_conversations", "Conversations whose KV is in RAM.",
+                lambda: _spill_stat(spill, "__len__"),
+            ),
+            Gauge(
+                "parley_engine_kv_restores_total", "Conversations restored from RAM.",
+                lambda: _spill_stat(spill, "restores"), "counter",
+            ),
+            Gauge(
+                "parley_engine_kv_ram_dropped_total", "Spilled conversations dropped for room.",
+                lambda: _spill_stat(spill, "dropped"), "counter",
+            ),
+        ]  # fmt: skip
 
     def render(self) -> str:
         metrics: list[Counter | Histogram | Gauge] = [

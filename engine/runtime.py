@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from engine.core import EngineCore, Swap
 from engine.errors import ContextOverflowError, EngineBusyError, RequestError
+from engine.kv_spill import SpillCache
 from engine.llama_backend import ContextConfig, LlamaBackend
 from engine.model import Model
 from engine.requests import GenerationRequest, SamplingParams, Sink
@@ -33,6 +34,7 @@ class EngineConfig:
     n_gpu_layers: int | None = None
     template_override: TemplateOverride | None = None
     max_queue: int = 256
+    kv_cache_ram_mb: int = 1024  # RAM for idle conversations' KV (engine.kv_spill); 0 = off
 
 
 class EngineRuntime:
@@ -60,7 +62,7 @@ class EngineRuntime:
             self.status = "error"
             raise
         self.model = model
-        self.core = EngineCore(backend)
+        self.core = EngineCore(backend, spill=SpillCache(self.config.kv_cache_ram_mb << 20))
         self._thread = threading.Thread(
             target=self.core.run, args=(self._stop,), name="parley-scheduler", daemon=True
         )

@@ -40,7 +40,10 @@ ADMIN_TOKEN = web.AppKey("admin_token", str)
 def create_app(runtime: EngineRuntime, admin_token: str = "") -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors_as_json])
     app[RUNTIME] = runtime
-    app[METRICS] = EngineMetrics(lambda: runtime.core.load if runtime.core else (0, 0, 0))
+    app[METRICS] = EngineMetrics(
+        lambda: runtime.core.load if runtime.core else (0, 0, 0),
+        lambda: runtime.core.spill if runtime.core else None,
+    )
     app[ADMIN_TOKEN] = admin_token
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/tokenize", tokenize)

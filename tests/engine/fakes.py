@@ -6,6 +6,7 @@ It keeps a real per-sequence KV ledger and checks every batch the way llama.cpp 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 
 from engine.backend import DECODE_NO_ROOM, DECODE_OK, BatchEntry
@@ -65,6 +66,9 @@ class FakeBackend:
         self.fail_with: int | None = None
         self.samplers: list[FakeSampler] = []
         self.closed = False
+        self.saves = 0
+        self.resident: list[set[int]] = []  # sequences holding KV at each decode
+        self.restores = 0
 
     def decode(self, entries: Sequence[BatchEntry]) -> int:
         assert 0 < len(entries) <= self.n_batch, f"batch of {len(entries)}"
@@ -79,6 +83,7 @@ class FakeBackend:
             assert len(seq) < self.n_ctx_seq, f"seq {entry.seq} overflowed its window"
             seq.append(entry.token)
         self.batches.append(list(entries))
+        self.resident.append({seq for seq, tokens in self.kv.items() if tokens})
         self.last_batch = list(entries)
         return DECODE_OK
 
@@ -96,6 +101,18 @@ class FakeBackend:
 
     def clear(self, seq: int) -> None:
         self.kv[seq].clear()
+
+    def save(self, seq: int) -> bytearray | None:
+        self.saves += 1
+        return bytearray(json.dumps(self.kv[seq]).encode())
+
+    def restore(self, seq: int, data: bytearray) -> bool:
+        tokens = json.loads(data)
+        if self.unified and self.used() - len(self.kv[seq]) + len(tokens) > self.kv_cells:
+            return False
+        self.kv[seq] = tokens
+        self.restores += 1
+        return True
 
     def piece(self, token: int) -> bytes:
         return f"{token} ".encode()

@@ -13,6 +13,7 @@ import pytest
 from engine.core import EngineCore
 from engine.download import demo_model_path, split_repo_spec
 from engine.errors import ModelLoadError
+from engine.kv_spill import SpillCache
 from engine.llama_backend import ContextConfig, LlamaBackend
 from engine.model import Model
 from engine.requests import GenerationRequest, SamplingParams
@@ -65,6 +66,41 @@ def test_the_core_runs_in_process_on_the_real_model(demo: Model) -> None:
         assert again.finished.usage.cached_tokens == len(prompt) - 1
     finally:
         backend.close()
+
+
+def test_spilled_kv_restores_on_the_real_model_and_answers_exactly_as_recomputing(
+    demo: Model,
+) -> None:
+    def two_conversations(spill: SpillCache) -> tuple[list[str], int]:
+        backend = LlamaBackend(demo, ContextConfig(n_ctx=256, parallel=1, threads=2))
+        core = EngineCore(backend, spill=spill)
+        answers, cached = [], 0
+        try:
+            for key, question in (("a", "Name a fruit."), ("b", "Name a colour."), ("a", "")):
+                messages = [{"role": "user", "content": "Name a fruit."}]
+                if question:
+                    messages = [{"role": "user", "content": question}]
+                else:  # a's second turn, after b took the only sequence
+                    messages += [
+                        {"role": "assistant", "content": answers[0]},
+                        {"role": "user", "content": "And another?"},
+                    ]
+                out = Collector()
+                params = SamplingParams(max_tokens=8, temperature=0)
+                prompt = demo.tokenize_chat(messages)
+                request = GenerationRequest(prompt=prompt, params=params, sink=out, cache_key=key)
+                core.submit(request)
+                run_all(core)
+                answers.append(out.text)
+                cached = out.finished.usage.cached_tokens
+        finally:
+            backend.close()
+        return answers, cached
+
+    spilled, restored = two_conversations(SpillCache(64 << 20))
+    recomputed, shared_prefix_only = two_conversations(SpillCache(0))
+    assert spilled == recomputed
+    assert restored > shared_prefix_only + 10  # a's first turn came back from RAM
 
 
 @pytest.mark.parametrize(

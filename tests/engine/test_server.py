@@ -85,6 +85,34 @@ async def test_a_second_turn_reuses_the_first_turns_cache(
     assert second.usage["prompt_tokens"] > first.usage["prompt_tokens"]
 
 
+async def test_a_conversation_idle_while_others_talk_comes_back_from_ram(
+    engine: EngineProcess, http: aiohttp.ClientSession
+) -> None:
+    history = [{"role": "system", "content": "You are a cartographer."}, *user("Hi!")]
+    first = await stream_chat(
+        http, engine.url, messages=history, max_tokens=8, prompt_cache_key="maps"
+    )
+    before = metric(engine_metrics(engine), "parley_engine_kv_restores_total")
+    for i in range(5):  # more conversations than the engine's 4 sequences
+        await stream_chat(
+            http, engine.url, messages=user(f"Question {i}?"), max_tokens=4,
+            prompt_cache_key=f"other-{i}",
+        )  # fmt: skip
+    history += [{"role": "assistant", "content": first.text}, *user("Draw me a map.")]
+    second = await stream_chat(
+        http, engine.url, messages=history, max_tokens=4, prompt_cache_key="maps"
+    )
+    assert second.usage["cached_tokens"] >= first.usage["prompt_tokens"]
+    text = engine_metrics(engine)
+    assert metric(text, "parley_engine_kv_restores_total") == before + 1
+    assert metric(text, "parley_engine_kv_ram_bytes") > 0
+
+
+def metric(text: str, name: str) -> float:
+    line = next(line for line in text.splitlines() if line.startswith(name + " "))
+    return float(line.split()[-1])
+
+
 async def test_closing_the_stream_cancels_and_frees_the_slot(
     engine: EngineProcess, http: aiohttp.ClientSession
 ) -> None:

@@ -1,0 +1,134 @@
+"""The RAM spill cache: idle conversations leave the KV cache and come back without recompute."""
+
+from __future__ import annotations
+
+from engine.core import EngineCore, Swap
+from engine.kv_spill import SpillCache
+from tests.engine.fakes import FakeBackend
+from tests.engine.test_core import Collector, request, run_all
+
+
+def test_spill_cache_evicts_least_recently_spilled_within_its_budget() -> None:
+    cache = SpillCache(10)
+    assert cache.put("a", (1,), bytearray(4))
+    assert cache.put("b", (2,), bytearray(4))
+    assert cache.put("c", (3,), bytearray(4))  # 12 > 10: "a" goes
+    assert "a" not in cache and "b" in cache and "c" in cache
+    assert cache.used_bytes == 8 and cache.dropped == 1
+    assert not cache.put("huge", (4,), bytearray(11))
+    taken = cache.take("b")
+    assert taken is not None and taken.tokens == (2,)
+    assert cache.used_bytes == 4 and len(cache) == 1
+    assert not SpillCache(0).enabled
+
+
+def test_an_evicted_conversation_is_restored_from_ram_not_recomputed() -> None:
+    backend = FakeBackend(n_seq=1)
+    core = EngineCore(backend, spill=SpillCache(1 << 20))
+    first = Collector()
+    core.submit(request([10, 11, 12, 13], first, key="a", max_tokens=2))
+    run_all(core)
+    core.submit(request([50, 51, 52], Collector(), key="b", max_tokens=2))  # takes the only slot
+    run_all(core)
+    assert "a" in core.spill and backend.kv[0][:3] == [50, 51, 52]
+    again = Collector()
+    before = len(backend.batches)
+    core.submit(request([10, 11, 12, 13, 14, 15, 60], again, key="a", max_tokens=1))
+    run_all(core)
+    assert again.finished.usage.cached_tokens == 5
+    assert [e.token for e in backend.batches[before]] == [15, 60]
+    assert backend.restores == 1 and "b" in core.spill and "a" not in core.spill
+
+
+def test_without_a_spill_budget_the_evicted_conversation_is_recomputed() -> None:
+    backend = FakeBackend(n_seq=1)
+    core = EngineCore(backend)
+    core.submit(request([10, 11, 12, 13], Collector(), key="a", max_tokens=2))
+    run_all(core)
+    core.submit(request([50, 51, 52], Collector(), key="b", max_tokens=2))
+    run_all(core)
+    again = Collector()
+    core.submit(request([10, 11, 12, 13, 14, 15, 60], again, key="a", max_tokens=1))
+    run_all(core)
+    assert again.finished.usage.cached_tokens == 0 and backend.saves == 0
+
+
+def test_in_a_unified_cache_idle_sequences_leave_while_another_conversation_runs() -> None:
+    backend = FakeBackend(n_seq=4, n_ctx_seq=32, unified=True)
+    core = EngineCore(backend, spill=SpillCache(1 << 20))
+    core.submit(request([10, 11, 12], Collector(), key="idle", max_tokens=2))
+    run_all(core)
+    busy = Collector()
+    before = len(backend.batches)
+    core.submit(request([40, 41, 42], busy, key="busy", max_tokens=4))
+    run_all(core)
+    busy_seq = backend.batches[before][0].seq
+    assert all(seqs == {busy_seq} for seqs in backend.resident[before:])  # attends only itself
+    assert "idle" in core.spill
+    resident = [tokens for tokens in backend.kv.values() if tokens]
+    assert resident == [[40, 41, 42, 43, 44, 45]]  # "busy" stays: nothing else ran after it
+    back = Collector()
+    core.submit(request([10, 11, 12, 13, 20], back, key="idle", max_tokens=1))
+    run_all(core)
+    assert back.finished.usage.cached_tokens == 4
+    assert back.text == "21 "
+
+
+def test_a_conversation_alone_keeps_its_sequence_resident_between_turns() -> None:
+    backend = FakeBackend(n_seq=2, n_ctx_seq=32, unified=True)
+    core = EngineCore(backend, spill=SpillCache(1 << 20))
+    for turn in range(3):
+        out = Collector()
+        prompt = [10 + i for i in range(4 + 3 * turn)]
+        core.submit(request(prompt, out, key="solo", max_tokens=2))
+        run_all(core)
+    assert backend.saves == 0 and backend.restores == 0
+    assert out.finished.usage.cached_tokens == 8  # 7 prompt tokens + 1 decoded answer token
+
+
+def test_outputs_are_identical_with_and_without_the_spill_cache() -> None:
+    def chat(spill: SpillCache) -> list[str]:
+        backend = FakeBackend(n_seq=2, n_ctx_seq=48, kv_cells=40, unified=True)
+        core = EngineCore(backend, spill=spill)
+        histories = {key: [start] for key, start in (("a", 100), ("b", 200), ("c", 300))}
+        texts = []
+        for _ in range(3):  # three conversations round-robin over two slots
+            for key, history in histories.items():
+                out = Collector()
+                history.append(history[-1] + 1)
+                core.submit(request(list(history), out, key=key, max_tokens=3))
+                run_all(core)
+                texts.append(out.text)
+                history.extend(int(t) for t in out.text.split())
+        return texts
+
+    assert chat(SpillCache(1 << 20)) == chat(SpillCache(0))
+    assert chat(SpillCache(30)) == chat(SpillCache(0))  # a budget too small drops entries
+
+
+def test_a_failed_restore_falls_back_to_recomputing() -> None:
+    backend = FakeBackend(n_seq=1)
+    core = EngineCore(backend, spill=SpillCache(1 << 20))
+    core.submit(request([10, 11, 12], Collector(), key="a", max_tokens=1))
+    run_all(core)
+    core.submit(request([50, 51], Collector(), key="b", max_tokens=1))
+    run_all(core)
+    backend.restore = lambda seq, data: False  # type: ignore[method-assign]
+    out = Collector()
+    core.submit(request([10, 11, 12, 13, 7], out, key="a", max_tokens=1))
+    run_all(core)
+    assert out.finished.usage.cached_tokens == 0
+    assert out.text == "8 "
+
+
+def test_a_model_swap_forgets_the_spilled_kv() -> None:
+    core = EngineCore(FakeBackend(n_seq=1), spill=SpillCache(1 << 20))
+    core.submit(request([10, 11], Collector(), key="a", max_tokens=1))
+    run_all(core)
+    core.submit(request([50, 51], Collector(), key="b", max_tokens=1))
+    run_all(core)
+    assert len(core.spill) == 1
+    core.request_swap(Swap(FakeBackend(n_seq=1), lambda r: list(r.prompt), lambda: None))
+    core.submit(request([60], Collector(), max_tokens=1))
+    run_all(core)
+    assert len(core.spill) == 0
