@@ -40,6 +40,7 @@ class Backend(Protocol):
     n_seq: int
     n_ctx_seq: int  # the most tokens one sequence may hold
     kv_cells: int  # cells shared by all sequences when ``unified``
+    kv_bytes: int  # memory of the KV cache, for the operator's accounting
     unified: bool
     n_batch: int
     eog_ids: frozenset[int]

@@ -18,7 +18,7 @@ import llama_cpp as ll
 
 from engine.backend import BatchEntry
 from engine.errors import ModelLoadError
-from engine.model import Model
+from engine.model import Model, meta_string
 from engine.requests import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,17 @@ FLASH_ATTN = {
 def default_threads() -> int:
     """All cores this process may use: decode on CPU is memory-bound and scales to them."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def kv_bytes_per_cell(model: Model) -> int:
+    """K and V of one token across all layers, in f16 (llama.cpp's default cache type)."""
+    arch = model.info.architecture
+    n_head = max(ll.llama_model_n_head(model.ptr), 1)
+    head_dim = ll.llama_model_n_embd(model.ptr) // n_head
+    key = int(meta_string(model.ptr, f"{arch}.attention.key_length") or head_dim)
+    value = int(meta_string(model.ptr, f"{arch}.attention.value_length") or head_dim)
+    n_head_kv = ll.llama_model_n_head_kv(model.ptr)
+    return ll.llama_model_n_layer(model.ptr) * n_head_kv * (key + value) * 2
 
 
 class LlamaSampler:
@@ -134,12 +145,13 @@ class LlamaBackend:
                 "lower --n-ctx or --parallel"
             )
         self.kv_cells = ll.llama_n_ctx(self.ctx)
+        self.kv_bytes = self.kv_cells * kv_bytes_per_cell(model)
         self.memory = ll.llama_get_memory(self.ctx)
         self._batch = ll.llama_batch_init(config.n_batch, 0, 1)
         log.info(
-            "context: %d sequences x %d tokens (%d KV cells, %s), batch %d, %d threads",
-            self.n_seq, self.n_ctx_seq, self.kv_cells, "unified" if self.unified else "split",
-            config.n_batch, threads,
+            "context: %d sequences x %d tokens (%d KV cells, %.0f MiB, %s), batch %d, %d threads",
+            self.n_seq, self.n_ctx_seq, self.kv_cells, self.kv_bytes / 2**20,
+            "unified" if self.unified else "split", config.n_batch, threads,
         )  # fmt: skip
 
     def decode(self, entries: Sequence[BatchEntry]) -> int:

@@ -222,6 +222,8 @@ def _model_card(runtime: EngineRuntime) -> dict[str, Any]:
         "template_source": info.template_source,
         "eog_ids": list(info.eog_ids),
         "slots": runtime.core.backend.n_seq,
+        "kv_cache_bytes": runtime.core.backend.kv_bytes,
+        "kv_cache_ram_budget_bytes": runtime.core.spill.budget_bytes,
     }
 
 

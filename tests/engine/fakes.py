@@ -57,6 +57,7 @@ class FakeBackend:
         self.n_ctx_seq = n_ctx_seq
         self.kv_cells = kv_cells if kv_cells is not None else n_seq * n_ctx_seq
         self.unified = unified
+        self.kv_bytes = self.kv_cells * 64
         self.n_batch = n_batch
         self.eog_ids = eog_ids
         self.next_token = next_token

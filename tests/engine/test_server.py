@@ -165,6 +165,9 @@ async def test_the_demo_model_reports_its_template_and_end_tokens(
     assert card["template_source"] == "builtin:gemma"
     assert {1, 106} <= set(card["eog_ids"])
     assert card["n_ctx"] == 512 and card["quantization"] == "Q4_K_M"
+    # 18 layers x 1 KV head x (256 + 256) dims x 2 bytes, for 512 x 4 cells
+    assert card["kv_cache_bytes"] == 18 * 512 * 2 * 512 * 4
+    assert card["kv_cache_ram_budget_bytes"] == 1024 << 20
 
 
 async def test_a_stop_string_ends_the_reply_before_it(
