@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install model test lint typecheck pytest run bench clean
+.PHONY: install model test lint typecheck pytest run bench llama-server clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,13 @@ test: lint typecheck pytest
 run: install model
 	$(BIN)/parley run
 
+# One table of ratios measured in one run (< 10 min). With LLAMA_SERVER_BIN set (see
+# `make llama-server`) the same load also runs against llama.cpp's own server.
 bench: install model
-	$(BIN)/python bench/engine.py
+	$(BIN)/python -m bench
+
+llama-server: install
+	bench/build_llama_server.sh .cache/llama-server
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

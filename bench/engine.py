@@ -1,14 +1,16 @@
-"""Engine benchmark: raw llama-cpp-python vs Parley's engine over HTTP, in one run.
+"""Engine benchmark: raw llama-cpp-python, Parley's engine and (if built) llama-server, one run.
 
-Prints a Markdown table (and writes bench/results/engine.json):
-- raw ``Llama`` single-stream prompt and decode tok/s (the ceiling for one stream),
-- Parley single-stream decode tok/s over HTTP, and the ratio to raw,
-- aggregate tok/s and mean/p95 TTFT for 1, 2, 4, 8 concurrent streams,
-- TTFT for turns 1..N of a growing conversation (prefix cache at work), alone and with two
-  other conversations idle in the cache.
+Measured on the demo model, each phase on a fresh server:
+- raw ``Llama``: one stream's prompt and decode tok/s (the ceiling for one stream);
+- streams: prompt tok/s, then 1, 2, 4, 8, 16 concurrent streams (aggregate tok/s, TTFT);
+- multi-turn: TTFT of turns 1..8 (~150 new tokens a turn) for one user, and for 32 users
+  taking turns round-robin over 8 sequences (every conversation's KV leaves its sequence
+  between turns, so the RAM spill cache is what keeps turn 8 cheap);
+- memory: the server's peak RSS against model file + KV cache + RAM cache.
 
-Absolute numbers on a shared machine are noisy; compare the ratios measured in one run.
-Usage: python bench/engine.py [--tokens 128] [--streams 1,2,4,8] [--turns 6] [--no-kv-unified]
+Set ``LLAMA_SERVER_BIN`` to a llama-server binary (``make llama-server`` builds the one
+vendored in llama-cpp-python's sdist) to run the same load against it and print ratios.
+Absolute numbers on a shared machine are noisy; compare ratios measured in one run.
 """
 
 from __future__ import annotations
@@ -16,34 +18,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+from bench import load
+from bench.servers import Running, ServerShape, llama_server, parley
+from engine.download import demo_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from engine.download import demo_model_path  # noqa: E402
-from tests.engine_process import start_engine  # noqa: E402
-
-PROMPT = "Write a long, detailed story about a lighthouse keeper and the sea."
+LEVELS = (1, 2, 4, 8, 16)
+Start = Callable[[Path, ServerShape], AbstractContextManager[Running]]
 
 
 def raw_llama(model: Path, tokens: int, threads: int) -> dict[str, float]:
-    """llama-cpp-python's high-level ``Llama``, one stream, greedy, EOS ignored."""
+    """llama-cpp-python's high-level ``Llama``, one stream, greedy, EOS ignored; best of two."""
     from llama_cpp import Llama
 
     llm = Llama(str(model), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
-    prompt = llm.tokenize(("<start_of_turn>user\n" + PROMPT * 8).encode())
+    prompt = llm.tokenize(("<start_of_turn>user\n" + load.PROMPT * 8).encode())
     best: dict[str, float] = {}
-    for _ in range(2):  # first run warms caches; keep the better of two
-        llm.reset()
+    for _ in range(2):
+        llm.reset()  # type: ignore[no-untyped-call]
         started = time.perf_counter()
         first = 0.0
         produced = 0
@@ -64,153 +64,148 @@ def raw_llama(model: Path, tokens: int, threads: int) -> dict[str, float]:
     return best
 
 
-async def one_stream(
-    http: aiohttp.ClientSession, url: str, messages: list[dict[str, str]], tokens: int,
-    ban: dict[str, int], key: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    body = {
-        "messages": messages, "stream": True, "max_tokens": tokens, "temperature": 0.7,
-        "seed": 7, "logit_bias": ban, "prompt_cache_key": key,
-    }  # fmt: skip
-    sent = time.perf_counter()
-    first = None
-    text: list[str] = []
-    usage: dict[str, Any] = {}
-    async with http.post(f"{url}/v1/chat/completions", json=body) as response:
-        async for raw in response.content:
-            if not raw.startswith(b"data: ") or raw.startswith(b"data: [DONE]"):
-                continue
-            chunk = json.loads(raw[6:])
-            delta = chunk["choices"][0]["delta"].get("content")
-            if delta:
-                first = first or time.perf_counter()
-                text.append(delta)
-            usage = chunk.get("usage") or usage
-    end = time.perf_counter()
-    assert first is not None, "no tokens streamed"
-    return {"sent": sent, "first": first, "end": end, "usage": usage, "text": "".join(text)}
-
-
-async def concurrency(url: str, streams: int, tokens: int, ban: dict[str, int]) -> dict[str, float]:
-    async with aiohttp.ClientSession() as http:
-        runs = await asyncio.gather(
-            *[
-                one_stream(http, url, [{"role": "user", "content": f"{PROMPT} ({i})"}], tokens, ban)
-                for i in range(streams)
-            ]
+def measure(start: Start, model: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Every phase against one kind of server."""
+    results: dict[str, Any] = {}
+    streams_shape = ServerShape(parallel=max(LEVELS), n_ctx=1024, threads=args.threads)
+    chat_shape = ServerShape(parallel=8, n_ctx=2048, threads=args.threads)
+    with start(model, streams_shape) as server:
+        asyncio.run(load.warm_up(server.target))
+        results["prompt_tps"] = asyncio.run(load.prompt_speed(server.target))
+        results["streams"] = {
+            n: asyncio.run(load.concurrent_streams(server.target, n, args.tokens)) for n in LEVELS
+        }
+    with start(model, chat_shape) as server:
+        solo = [
+            asyncio.run(load.round_robin(server.target, 1, args.turns, args.answer, f"solo{i}"))
+            for i in range(3)
+        ]
+        per_turn = zip(*(s["ttft_mean_ms"] for s in solo), strict=True)
+        results["solo"] = {
+            "ttft_ms": [statistics.median(t) for t in per_turn],
+            "prompt_mean": solo[0]["prompt_mean"],
+        }
+    with start(model, chat_shape) as server:
+        results["crowd"] = asyncio.run(
+            load.round_robin(server.target, args.users, args.turns, args.answer, "crowd")
         )
-    total = sum(r["usage"]["completion_tokens"] for r in runs)
-    start = min(r["sent"] for r in runs)
-    end = max(r["end"] for r in runs)
-    ttfts = sorted(r["first"] - r["sent"] for r in runs)
-    return {
-        "aggregate_tps": total / (end - start),
-        "decode_tps_per_stream": statistics.mean(
-            (r["usage"]["completion_tokens"] - 1) / (r["end"] - r["first"]) for r in runs
-        ),
-        "ttft_mean_ms": statistics.mean(ttfts) * 1000,
-        "ttft_p95_ms": ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))] * 1000,
-    }
+        results["memory"] = server.memory_mb()
+        if server.card:
+            results["memory"].update(
+                model_mb=server.card["size_bytes"] / 2**20,
+                kv_cache_mb=server.card["kv_cache_bytes"] / 2**20,
+                kv_ram_used_mb=server.metric("parley_engine_kv_ram_bytes") / 2**20,
+                kv_restores=server.metric("parley_engine_kv_restores_total"),
+            )
+    return results
 
 
-async def prompt_speed(url: str, ban: dict[str, int]) -> float:
-    """Prompt tok/s for the same ~110-token prompt raw ``Llama`` gets (best of three)."""
-    best = 0.0
-    async with aiohttp.ClientSession() as http:
-        for i in range(3):
-            content = f"{i}. {PROMPT * 8}"
-            run = await one_stream(http, url, [{"role": "user", "content": content}], 1, ban)
-            usage = run["usage"]
-            evaluated = usage["prompt_tokens"] - usage["cached_tokens"]
-            best = max(best, evaluated / (usage["prompt_ms"] / 1000))
-    return best
+def collect(args: argparse.Namespace | None = None) -> dict[str, Any]:
+    args = args or parser().parse_args([])
+    model = demo_model_path()
+    results: dict[str, Any] = {"raw": raw_llama(model, args.tokens, args.threads)}
+    results["parley"] = measure(parley, model, args)
+    binary = os.environ.get("LLAMA_SERVER_BIN")
+    if binary:
+
+        def start(model: Path, shape: ServerShape) -> AbstractContextManager[Running]:
+            return llama_server(Path(binary), model, shape)
+
+        results["llama_server"] = measure(start, model, args)
+    return results
 
 
-async def multi_turn(url: str, turns: int, ban: dict[str, int], label: str) -> list[float]:
-    """TTFT per turn of one growing conversation (~80 new tokens a turn)."""
-    history = [{"role": "system", "content": f"You are storyteller {label}."}]
-    ttfts = []
-    async with aiohttp.ClientSession() as http:
-        for turn in range(turns):
-            history.append({"role": "user", "content": f"Turn {turn}: {PROMPT} " * 4})
-            run = await one_stream(http, url, history, 48, ban, key=label)
-            ttfts.append((run["first"] - run["sent"]) * 1000)
-            history.append({"role": "assistant", "content": run["text"]})
-    return ttfts
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(measure, Parley, reference, Parley ÷ reference, target) rows for the Markdown table."""
+    raw, ours, ref = results["raw"], results["parley"], results.get("llama_server")
+    out: list[tuple[str, str, str, str, str]] = []
+
+    def row(name: str, get: Callable[[dict[str, Any]], float], unit: str, target: str) -> None:
+        mine = get(ours)
+        theirs = get(ref) if ref else None
+        out.append(
+            (
+                name,
+                f"{mine:.1f} {unit}",
+                f"{theirs:.1f} {unit} (llama-server)" if theirs is not None else "",
+                f"{mine / theirs:.2f}" if theirs else "",
+                target,
+            )
+        )
+
+    single = ours["streams"][1]["decode_tps_per_stream"]
+    out.append(("raw llama-cpp-python decode, 1 stream", f"{raw['decode_tps']:.1f} tok/s", "", "",
+                ""))  # fmt: skip
+    out.append(("Parley decode ÷ raw, 1 stream", f"{single / raw['decode_tps']:.2f}", "", "",
+                _check(single / raw["decode_tps"] >= 0.95, "≥ 0.95")))  # fmt: skip
+    out.append(("Parley prompt ÷ raw", f"{ours['prompt_tps'] / raw['prompt_tps']:.2f}", "", "",
+                _check(ours["prompt_tps"] / raw["prompt_tps"] >= 0.9, "≥ 0.9")))  # fmt: skip
+    row("decode, 1 stream", lambda r: r["streams"][1]["decode_tps_per_stream"], "tok/s", "")
+    row("prompt", lambda r: r["prompt_tps"], "tok/s", "")
+    for n in LEVELS:
+        target = _check(ours["streams"][n]["aggregate_tps"] >= 100, "≥ 100") if n == 8 else ""
+        row(f"{n} streams: aggregate", _stream(n, "aggregate_tps"), "tok/s", target)
+        row(f"{n} streams: TTFT mean", _stream(n, "ttft_mean_ms"), "ms", "")
+        row(f"{n} streams: TTFT p95", _stream(n, "ttft_p95_ms"), "ms", "")
+    for label, key in (("1 user", "solo"), ("32 users round-robin", "crowd")):
+        first, last = _turn(key, 0), _turn(key, -1)
+        row(f"{label}: turn 1 TTFT", first, "ms", "")
+        row(f"{label}: turn 8 TTFT", last, "ms", "")
+        growth = last(ours) / first(ours)
+        row(f"{label}: turn 8 ÷ turn 1", _ratio(last, first), "×", _check(growth <= 1.3, "≤ 1.3"))
+    prompt = ours["crowd"]["prompt_mean"]
+    out.append(("32 users: prompt at turn 8 / computed", f"{prompt[-1]:.0f} / "
+                f"{ours['crowd']['evaluated_mean'][-1]:.0f} tokens", "", "", ""))  # fmt: skip
+    memory = ours["memory"]
+    budget = memory["model_mb"] + memory["kv_cache_mb"] + memory["kv_ram_used_mb"] + 200
+    row(
+        "engine peak RSS",
+        lambda r: r["memory"]["peak_rss_mb"],
+        "MiB",
+        _check(memory["peak_rss_mb"] <= budget, f"≤ {budget:.0f} (model + KV + RAM cache + 200)"),
+    )
+    return out
 
 
-@contextmanager
-def running_engine(args: list[str]) -> Iterator[tuple[str, dict[str, int]]]:
-    """A fresh engine and the logit bias that bans its end tokens (fixed-length replies)."""
-    engine = start_engine(*args)
-    try:
-        card = engine.get("/v1/models")["data"][0]
-        yield engine.url, {str(t): -100 for t in card["eog_ids"]}
-    finally:
-        engine.stop()
+def _ratio(
+    top: Callable[[dict[str, Any]], float], bottom: Callable[[dict[str, Any]], float]
+) -> Callable[[dict[str, Any]], float]:
+    return lambda r: top(r) / bottom(r)
+
+
+def _turn(phase: str, index: int) -> Callable[[dict[str, Any]], float]:
+    series = "ttft_ms" if phase == "solo" else "ttft_mean_ms"
+    return lambda r: float(r[phase][series][index])
+
+
+def _stream(n: int, field: str) -> Callable[[dict[str, Any]], float]:
+    return lambda r: float(r["streams"][n][field])
+
+
+def _check(ok: bool, target: str) -> str:
+    return f"{'✅' if ok else '❌'} {target}"
+
+
+def table(all_rows: list[tuple[str, str, str, str, str]]) -> Iterator[str]:
+    yield "| measure | Parley | reference | ratio | target |"
+    yield "|---|---:|---:|---:|---|"
+    for cells in all_rows:
+        yield "| " + " | ".join(cells) + " |"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", type=int, default=128, help="reply length in the streams phase")
+    p.add_argument("--turns", type=int, default=8)
+    p.add_argument("--users", type=int, default=32)
+    p.add_argument("--answer", type=int, default=8, help="reply length in multi-turn phases")
+    p.add_argument("--threads", type=int, default=2)
+    return p
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--streams", default="1,2,4,8")
-    parser.add_argument("--turns", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--kv-unified", action=argparse.BooleanOptionalAction, default=True)
-    args = parser.parse_args()
-    model = demo_model_path()
-    results: dict[str, Any] = {"raw": raw_llama(model, args.tokens, args.threads)}
-    levels = [int(n) for n in args.streams.split(",")]
-    extra = ["--kv-unified" if args.kv_unified else "--no-kv-unified"]
-    engine_args = [
-        "--model", str(model), "--parallel", str(max(levels)), "--n-ctx", "2048",
-        "--threads", str(args.threads), *extra,
-    ]  # fmt: skip
-    # Each phase gets a fresh engine: idle conversations left in a unified KV cache make
-    # later batches attend over their cells too (measured in the note on issue 2).
-    with running_engine(engine_args) as (url, ban):
-        asyncio.run(concurrency(url, 1, 8, ban))  # warm-up
-        results["prompt_tps"] = asyncio.run(prompt_speed(url, ban))
-        results["streams"] = {n: asyncio.run(concurrency(url, n, args.tokens, ban)) for n in levels}
-    # One conversation per fresh engine, three times; the median per turn is reported.
-    # Then the same with two other conversations idle in the cache (their cells are part of
-    # every attention in a unified KV cache).
-    alone = []
-    for repeat in range(3):
-        with running_engine(engine_args) as (url, ban):
-            alone.append(asyncio.run(multi_turn(url, args.turns, ban, f"alone-{repeat}")))
-    results["turn_ttft_ms"] = [statistics.median(turn) for turn in zip(*alone, strict=True)]
-    with running_engine(engine_args) as (url, ban):
-        for other in ("a", "b"):
-            asyncio.run(multi_turn(url, args.turns, ban, f"idle-{other}"))
-        results["turn_ttft_ms_with_idle"] = asyncio.run(multi_turn(url, args.turns, ban, "busy"))
-    report(results)
-
-
-def report(results: dict[str, Any]) -> None:
-    raw = results["raw"]
-    streams = results["streams"]
-    single = streams[min(streams)]
-    turns = results["turn_ttft_ms"]
-    print("| measure | value | ratio |")
-    print("|---|---:|---:|")
-    print(f"| raw llama-cpp-python decode, 1 stream | {raw['decode_tps']:.1f} tok/s | 1.00 |")
-    print(f"| raw llama-cpp-python prompt | {raw['prompt_tps']:.1f} tok/s | 1.00 |")
-    ratio = single["decode_tps_per_stream"] / raw["decode_tps"]
-    print(f"| Parley decode, 1 stream over HTTP | {single['decode_tps_per_stream']:.1f} tok/s "
-          f"| {ratio:.2f} × raw |")  # fmt: skip
-    ratio = results["prompt_tps"] / raw["prompt_tps"]
-    print(f"| Parley prompt | {results['prompt_tps']:.1f} tok/s | {ratio:.2f} × raw |")
-    for n, row in streams.items():
-        print(f"| {n} streams: aggregate (wall, incl. prompts) | {row['aggregate_tps']:.1f} tok/s "
-              f"| {row['aggregate_tps'] / raw['decode_tps']:.2f} × raw |")  # fmt: skip
-        print(f"| {n} streams: TTFT mean / p95 | {row['ttft_mean_ms']:.0f} / "
-              f"{row['ttft_p95_ms']:.0f} ms | |")  # fmt: skip
-    for i, ttft in enumerate(turns, 1):
-        print(f"| turn {i} TTFT | {ttft:.0f} ms | {ttft / turns[0]:.2f} × turn 1 |")
-    crowded = results["turn_ttft_ms_with_idle"]
-    print(f"| turn {len(crowded)} TTFT, 2 idle conversations cached | {crowded[-1]:.0f} ms "
-          f"| {crowded[-1] / crowded[0]:.2f} × its turn 1 |")  # fmt: skip
+    results = collect(parser().parse_args())
+    print("\n".join(table(rows(results))))
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "engine.json").write_text(json.dumps(results, indent=2))

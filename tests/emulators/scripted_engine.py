@@ -2,7 +2,9 @@
 
 For tests (and benchmarks) where the model's words must be known in advance — a reply long
 enough to split, a precise token rate — while the bot, adapters and platforms stay real.
-Tokens are whitespace-separated words; ``/tokenize`` counts words the same way.
+Tokens are whitespace-separated words; ``/tokenize`` counts words the same way. Each chat
+request is recorded as a ``Run`` with ``time.perf_counter`` stamps, and ``before_finish`` may hold
+the final event back (benchmarks use both to time the bot around inference).
 """
 
 from __future__ import annotations
@@ -11,9 +13,21 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+
+@dataclass
+class Run:
+    """One chat request: when it arrived, its first token was sent, its final event was sent."""
+
+    body: dict[str, Any]
+    received: float
+    first_token: float | None = None
+    finish: float | None = None
 
 
 class ScriptedEngine:
@@ -27,6 +41,10 @@ class ScriptedEngine:
         self.busy = 0
         self.requests: list[dict[str, Any]] = []
         self.cancelled = 0
+        self.runs: list[Run] = []
+        # Awaited after the last token, before the final event (e.g. to let a platform's pacing
+        # pass, so what follows the final event can be timed on its own).
+        self.before_finish: Callable[[Run], Awaitable[None]] | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -53,8 +71,11 @@ class ScriptedEngine:
         return web.json_response({"tokens": list(range(count)), "pieces": []})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        received = time.perf_counter()
         body = await request.json()
         self.requests.append(body)
+        run = Run(body, received)
+        self.runs.append(run)
         pieces = re.findall(r"\S+\s*|\s+", self.answer)[: body.get("max_tokens") or None]
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -65,12 +86,16 @@ class ScriptedEngine:
                 await asyncio.sleep(1 / self.tokens_per_second)
                 await _event(response, {"model": "scripted",
                                         "choices": [{"delta": {"content": piece}}]})  # fmt: skip
+                run.first_token = run.first_token or time.perf_counter()
+            if self.before_finish is not None:
+                await self.before_finish(run)
             usage = {
                 "prompt_tokens": 10, "completion_tokens": len(pieces), "cached_tokens": 0,
                 "prompt_ms": 1.0, "decode_ms": (time.perf_counter() - started) * 1000,
             }  # fmt: skip
             final = {"model": "scripted", "usage": usage,
                      "choices": [{"delta": {}, "finish_reason": "stop"}]}  # fmt: skip
+            run.finish = time.perf_counter()
             await _event(response, final)
             await response.write(b"data: [DONE]\n\n")
         except (ConnectionResetError, asyncio.CancelledError):

@@ -8,8 +8,9 @@ proxy in front, a connection that drops. Point PTB at it with
 .base_file_url(f"{emu.base_url}/file/bot")``.
 
 Tests script users with the ``user_*`` / ``press_button`` drivers and assert on the records
-(``messages``, ``chat_actions``, ``callback_answers``, ``commands``, ``requests``). Everything runs
-on the event loop that called ``start()``; nothing here is thread-safe.
+(``messages``, ``chat_actions``, ``callback_answers``, ``commands``, ``requests``); benchmarks time
+the bot with ``requests[i].at`` and ``handed_out``. Everything runs on the event loop that called
+``start()``; nothing here is thread-safe.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class TelegramEmulator:
         self.messages: dict[tuple[int, int], BotMessage] = {}
         self.chat_actions: list[tuple[int, str]] = []
         self.callback_answers: list[CallbackAnswer] = []
+        # (chat_id, message_id) of a user message -> when getUpdates first handed it out.
+        self.handed_out: dict[tuple[int, int], float] = {}
         self.command_sets: dict[str, list[JSON]] = {}
         self._chats: dict[int, JSON] = {}
         self._users: dict[int, JSON] = {}
@@ -313,6 +316,7 @@ class TelegramEmulator:
     # -- HTTP ----------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.perf_counter()
         method = request.match_info["method"]
         params = decode_params(dict(request.query))
         if request.content_type == "application/json" and request.body_exists:
@@ -320,7 +324,7 @@ class TelegramEmulator:
         elif request.body_exists:
             form = await request.post()
             params.update(decode_params({k: v for k, v in form.items() if isinstance(v, str)}))
-        call = ApiCall(method, params)
+        call = ApiCall(method, params, at=arrived)
         self.requests.append(call)
         if request.match_info["token"] != self.token:
             return _error(ApiError(401, "Unauthorized"))
@@ -366,10 +370,17 @@ class TelegramEmulator:
             batch = [u for u in self._updates if not allowed or any(k in u for k in allowed)]
             remaining = deadline - loop.time()
             if batch or self._closing or remaining <= 0:
+                self._note_handed_out(batch[:limit])
                 return batch[:limit]
             arrived = self._arrived
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(arrived.wait(), remaining)
+
+    def _note_handed_out(self, batch: list[JSON]) -> None:
+        now = time.perf_counter()
+        for update in batch:
+            if (message := update.get("message")) is not None:
+                self.handed_out.setdefault((message["chat"]["id"], message["message_id"]), now)
 
     def _chat_id(self, p: JSON) -> int:
         raw = p.get("chat_id")

@@ -54,11 +54,13 @@ def bad_request(detail: str) -> ApiError:
 
 @dataclass
 class ApiCall:
-    """One request the emulator received (recorded before token checks and faults)."""
+    """One request the emulator received (recorded before token checks and faults); ``at`` is
+    its arrival on ``time.perf_counter``'s clock (benchmarks time the bot with it)."""
 
     method: str
     params: JSON
     fault: str | None = None
+    at: float = 0.0
 
 
 @dataclass

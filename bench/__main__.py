@@ -1,0 +1,45 @@
+"""``make bench``: the engine and bot benchmarks in one run, one Markdown table, one JSON file.
+
+``python -m bench [--engine-only | --bot-only]``; ``LLAMA_SERVER_BIN`` adds llama-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import engine
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--engine-only", action="store_true")
+    which.add_argument("--bot-only", action="store_true")
+    args = p.parse_args()
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    rows: list[tuple[str, str, str, str, str]] = []
+    if not args.bot_only:
+        results["engine"] = engine.collect()
+        rows += engine.rows(results["engine"])
+    if not args.engine_only:
+        from bench import bot
+
+        results["bot"] = bot.collect()
+        rows += [(name, value, "", "", target) for name, value, target in bot.rows(results["bot"])]
+    results["seconds"] = time.perf_counter() - started
+    print("\n".join(engine.table(rows)))
+    print(f"\n({results['seconds']:.0f} s; ratios are Parley ÷ llama-server when it ran)")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
