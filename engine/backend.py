@@ -42,6 +42,7 @@ class Backend(Protocol):
     kv_cells: int  # cells shared by all sequences when ``unified``
     kv_bytes: int  # memory of the KV cache, for the operator's accounting
     unified: bool
+    swa: bool  # sliding-window attention: a saved sequence holds only its last window
     n_batch: int
     eog_ids: frozenset[int]
 

@@ -5,9 +5,8 @@ into free slots (reusing each conversation's cached prefix), put one token per g
 sequence plus prompt chunks of starting sequences into one batch, decode once, sample each
 sequence with its own sampler, and push text to each request's sink.
 
-Idle sequences move to a RAM spill cache (``engine.kv_spill``) instead of being dropped
-when their cells are needed, or as soon as other work runs in a unified cache (where every
-batch attends over idle cells too), and are copied back on the conversation's next turn.
+Where a request's KV comes from and where idle conversations go (their slot, the RAM spill
+cache, eviction) is ``engine.kv_placement``'s job; this module decides what runs when.
 
 Other threads only call ``submit``, ``cancel``, ``request_swap`` and read ``load``: those
 append to thread-safe deques and wake the scheduler. Cancellations are handled at the start
@@ -25,7 +24,8 @@ from dataclasses import dataclass, field
 
 from engine.backend import DECODE_NO_ROOM, DECODE_OK, Backend, BatchEntry, Sampler
 from engine.errors import EngineError
-from engine.kv_spill import SpillCache, Spilled
+from engine.kv_placement import KvPlacement
+from engine.kv_spill import SpillCache
 from engine.requests import (
     FINISH_CANCELLED,
     FINISH_LENGTH,
@@ -36,7 +36,7 @@ from engine.requests import (
     GenerationRequest,
     Usage,
 )
-from engine.slots import Slot, SlotTable, common_prefix
+from engine.slots import Slot
 from engine.textstream import TextStream
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,7 @@ class EngineCore:
     ) -> None:
         self.backend = backend
         self.clock = clock
-        self.spill = spill if spill is not None else SpillCache(0)
-        self.table = SlotTable(backend.n_seq)
+        self.kv = KvPlacement(backend, spill if spill is not None else SpillCache(0))
         self.waiting: deque[Job] = deque()
         self.running: list[Job] = []  # admission order
         self._inbox: deque[GenerationRequest] = deque()
@@ -107,6 +106,10 @@ class EngineCore:
         self._wake.set()
 
     @property
+    def spill(self) -> SpillCache:
+        return self.kv.spill
+
+    @property
     def load(self) -> tuple[int, int, int]:
         """(slots_total, slots_busy, queued) for /health; approximate while it changes."""
         return self.backend.n_seq, len(self.running), len(self.waiting) + len(self._inbox)
@@ -125,7 +128,7 @@ class EngineCore:
         self._admit()
         if not self.running:
             return False
-        self._spill_idle()
+        self.kv.spill_idle()
         entries = self._build_batch()
         status = self.backend.decode(entries)
         while status == DECODE_NO_ROOM and self._make_room(entries):
@@ -176,34 +179,18 @@ class EngineCore:
             job = self.waiting[0]
             if self._swaps and job.t_first is None:
                 return  # draining for a model swap; only preempted jobs may resume
-            key = job.request.cache_key
-            slot = self.table.choose(key, job.prompt)
-            if slot is None:
+            reserved = sum(  # cells running requests are about to fill
+                1 if other.pending is not None else len(other.prompt) - len(other.slot.tokens)
+                for other in self.running
+                if other.slot is not None
+            )
+            placed = self.kv.place(
+                job.request.cache_key, job.prompt, reserved=reserved, crowded=bool(self.running)
+            )
+            if placed is None:
                 return
-            spilled = self._restorable(job, slot)
-            cached = slot.tokens if spilled is None else spilled.tokens
-            reuse = min(common_prefix(cached, job.prompt), len(job.prompt) - 1)
-            if self.backend.unified and (self.running or spilled is not None):
-                if spilled is None:
-                    needed, freed = len(job.prompt) - reuse + 1, len(slot.tokens) - reuse
-                else:  # the whole spilled sequence comes back before it is cut to `reuse`
-                    needed, freed = max(len(cached), len(job.prompt) + 1), len(slot.tokens)
-                if not self._free_cells_for(needed, keep=slot, freed=freed):
-                    return
             self.waiting.popleft()
-            if spilled is not None and key is not None and not self._restore(slot, key):
-                reuse = 0
-            else:
-                if slot.cache_key != key:
-                    self._save(slot)  # the previous conversation keeps a RAM copy
-                if key is not None:
-                    self.spill.discard(key)  # the KV cache is this conversation's home now
-            if reuse < len(slot.tokens) and not self.backend.keep_prefix(slot.seq, reuse):
-                self.backend.clear(slot.seq)
-                reuse = 0
-            del slot.tokens[reuse:]
-            slot.busy = True
-            slot.cache_key = job.request.cache_key
+            slot, reuse = placed.slot, placed.reuse
             job.slot = slot
             job.n_cached = reuse if job.t_first is None else job.n_cached
             job.t_admitted = self.clock() if job.t_first is None else job.t_admitted
@@ -212,68 +199,6 @@ class EngineCore:
                 for token in job.prompt[-max(job.request.params.repeat_last_n, 0) :]:
                     job.sampler.accept(token)
             self.running.append(job)
-
-    def _restorable(self, job: Job, slot: Slot) -> Spilled | None:
-        """The job's spilled KV, if restoring it saves more than what ``slot`` already holds."""
-        key = job.request.cache_key
-        if key is None or slot.cache_key == key:
-            return None
-        spilled = self.spill.peek(key)
-        if spilled is None:
-            return None
-        if common_prefix(spilled.tokens, job.prompt) <= common_prefix(slot.tokens, job.prompt):
-            return None
-        return spilled
-
-    def _restore(self, slot: Slot, key: str) -> bool:
-        """Copy ``key``'s spilled KV into ``slot`` (spilling what the slot held first)."""
-        self._evict(slot)
-        spilled = self.spill.take(key)
-        if spilled is None or not self.backend.restore(slot.seq, spilled.data):
-            log.warning("could not restore the KV of conversation %r; recomputing it", key)
-            self.backend.clear(slot.seq)
-            return False
-        slot.tokens[:] = spilled.tokens
-        slot.cache_key = key
-        return True
-
-    def _save(self, slot: Slot) -> None:
-        if self.spill.enabled and slot.cache_key is not None and slot.tokens:
-            data = self.backend.save(slot.seq)
-            if data is not None:
-                self.spill.put(slot.cache_key, tuple(slot.tokens), data)
-
-    def _spill_idle(self) -> None:
-        """In a unified cache every batch attends over idle sequences' cells: move them out."""
-        if self.backend.unified and self.spill.enabled:
-            for slot in self.table.eviction_order():
-                self._evict(slot)
-
-    def _free_cells(self) -> int:
-        reserved = sum(
-            1 if job.pending is not None else len(job.prompt) - len(job.slot.tokens)
-            for job in self.running
-            if job.slot is not None
-        )
-        return self.backend.kv_cells - self.table.used_cells() - reserved
-
-    def _free_cells_for(self, needed: int, *, keep: Slot | None, freed: int = 0) -> bool:
-        """Evict idle slots (LRU) until ``needed`` cells are free; False if impossible."""
-        if self._free_cells() + freed >= needed:
-            return True
-        for slot in self.table.eviction_order(keep=keep):
-            self._evict(slot)
-            if self._free_cells() + freed >= needed:
-                return True
-        return False
-
-    def _evict(self, slot: Slot, *, spill: bool = True) -> None:
-        """Free the slot's cells, keeping a RAM copy of a conversation's KV when enabled."""
-        if spill:
-            self._save(slot)
-        self.backend.clear(slot.seq)
-        slot.tokens.clear()
-        slot.cache_key = None
 
     def _build_batch(self) -> list[BatchEntry]:
         entries: list[BatchEntry] = []
@@ -297,8 +222,7 @@ class EngineCore:
 
     def _make_room(self, entries: list[BatchEntry]) -> bool:
         """After a no-room decode: evict idle KV, else preempt the newest job. True = retry."""
-        for slot in self.table.eviction_order():
-            self._evict(slot)
+        if self.kv.evict_one_idle():
             return True
         if len(self.running) > 1:
             self._preempt(self.running[-1])
@@ -312,13 +236,13 @@ class EngineCore:
         return False
 
     def _preempt(self, job: Job) -> None:
-        """Give the job's KV back and requeue it first; it resumes by recomputing its tokens."""
+        """Give the job's KV back (to RAM if it can) and requeue it first to resume later."""
         assert job.slot is not None
         log.info("KV cache full: preempting request %d", job.request.id)
         if job.pending is not None:
             job.prompt = [*job.slot.tokens, job.pending]
             job.pending = None
-        self._evict(job.slot)
+        self.kv.evict(job.slot)
         job.slot.busy = False
         job.slot = None
         self.running.remove(job)
@@ -378,7 +302,7 @@ class EngineCore:
 
     def _fail(self, job: Job, message: str) -> None:
         if job.slot is not None:
-            self._evict(job.slot, spill=False)
+            self.kv.evict(job.slot, spill=False)
         self._release(job)
         job.request.sink(Failed(message))
 
@@ -409,8 +333,8 @@ class EngineCore:
         swap = self._swaps.popleft()
         old = self.backend
         self.backend = swap.backend
-        self.table = SlotTable(swap.backend.n_seq)
-        self.spill.clear()  # KV of the old model means nothing to the new one
+        self.kv.spill.clear()  # KV of the old model means nothing to the new one
+        self.kv = KvPlacement(swap.backend, self.kv.spill)
         old.close()
         swap.activate()
         for job in list(self.waiting):

@@ -55,8 +55,8 @@ def kv_bytes_per_cell(model: Model) -> int:
     head_dim = ll.llama_model_n_embd(model.ptr) // n_head
     key = int(meta_string(model.ptr, f"{arch}.attention.key_length") or head_dim)
     value = int(meta_string(model.ptr, f"{arch}.attention.value_length") or head_dim)
-    n_head_kv = ll.llama_model_n_head_kv(model.ptr)
-    return ll.llama_model_n_layer(model.ptr) * n_head_kv * (key + value) * 2
+    n_head_kv = int(ll.llama_model_n_head_kv(model.ptr))
+    return int(ll.llama_model_n_layer(model.ptr)) * n_head_kv * (key + value) * 2
 
 
 class LlamaSampler:
@@ -123,6 +123,7 @@ class LlamaBackend:
         self.n_seq = config.parallel
         self.n_ctx_seq = min(config.n_ctx, model.info.n_ctx_train or config.n_ctx)
         self.unified = config.kv_unified
+        self.swa = model.info.sliding_window > 0
         self.n_batch = config.n_batch
         self.eog_ids = model.eog_ids
         self.n_vocab = model.n_vocab

@@ -49,6 +49,7 @@ class FakeBackend:
         n_ctx_seq: int = 64,
         kv_cells: int | None = None,
         unified: bool = False,
+        swa: bool = False,
         n_batch: int = 16,
         eog_ids: frozenset[int] = frozenset({1, 2}),
         next_token: NextToken = count_up,
@@ -57,6 +58,7 @@ class FakeBackend:
         self.n_ctx_seq = n_ctx_seq
         self.kv_cells = kv_cells if kv_cells is not None else n_seq * n_ctx_seq
         self.unified = unified
+        self.swa = swa
         self.kv_bytes = self.kv_cells * 64
         self.n_batch = n_batch
         self.eog_ids = eog_ids

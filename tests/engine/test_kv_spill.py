@@ -132,3 +132,23 @@ def test_a_model_swap_forgets_the_spilled_kv() -> None:
     core.submit(request([60], Collector(), max_tokens=1))
     run_all(core)
     assert len(core.spill) == 0
+
+
+def test_a_sliding_window_conversation_that_diverged_inside_its_spilled_kv_is_recomputed() -> None:
+    backend = FakeBackend(n_seq=1, swa=True)
+    core = EngineCore(backend, spill=SpillCache(1 << 20))
+    core.submit(request([10, 11, 12, 13, 14], Collector(), key="a", max_tokens=2))
+    run_all(core)  # "a" holds 10..15 (the last sampled token, 16, was never decoded)
+    core.submit(request([50, 51], Collector(), key="b", max_tokens=1))
+    run_all(core)
+    continued, edited = Collector(), Collector()
+    core.submit(request([10, 11, 12, 13, 14, 15, 16, 30], continued, key="a", max_tokens=1))
+    run_all(core)
+    assert continued.finished.usage.cached_tokens == 6  # continues after its last cell: exact
+    core.submit(request([50, 51, 52], Collector(), key="b", max_tokens=1))
+    run_all(core)
+    restores = backend.restores
+    core.submit(request([10, 11, 12, 99], edited, key="a", max_tokens=1))
+    run_all(core)
+    # cutting 10..17 back to 3 tokens would need cells the saved window no longer has
+    assert edited.finished.usage.cached_tokens == 0 and backend.restores == restores

@@ -1,0 +1,269 @@
+"""The moving parts of bench/bot.py: the bot as a subprocess, scripted users, and the records.
+
+The bot runs as ``parley run`` in its own process, so its CPU time and memory are its own (read
+from /proc). This process hosts the Telegram emulator and the scripted engine on one event loop,
+so every timestamp used (``ApiCall.at``, ``handed_out``, ``Run.received``/``finish``) is this
+process's ``time.perf_counter``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import re
+import signal
+import sys
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from adapters.telegram_surface import EDIT_INTERVAL  # noqa: E402
+from bot.settings import Settings  # noqa: E402
+from tests.emulators.scripted_engine import Run  # noqa: E402
+from tests.emulators.telegram_api import TelegramEmulator  # noqa: E402
+from tests.emulators.telegram_models import ApiCall, BotMessage  # noqa: E402
+
+CURSOR = "▌"
+PACED = frozenset({"sendMessage", "editMessageText", "editMessageReplyMarkup"})  # per-chat pacer
+TAG = re.compile(r"u(\d+) m(\d+):")
+Key = tuple[int, int]  # (user, index of the user's message); a user's private chat id is the user
+
+
+def words(count: int) -> str:
+    """An answer of ``count`` scripted tokens (words); plain, so its HTML is the same text."""
+    return " ".join(f"word{i}" for i in range(count))
+
+
+def ask(user: int, index: int) -> str:
+    return f"u{user} m{index}: please answer"
+
+
+def tag_of(run: Run) -> Key:
+    """Which user message an engine request answers (the last turn is the current message)."""
+    match = TAG.match(run.body["messages"][-1]["content"])
+    if match is None:
+        raise ValueError(f"untagged request: {run.body['messages'][-1]['content']!r}")
+    return int(match[1]), int(match[2])
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100): an observed value, never interpolated."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(len(ordered) * q / 100) - 1))]
+
+
+@asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """An aiohttp app on 127.0.0.1 in this event loop; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+# -- the bot process ----------------------------------------------------------------------------
+
+
+@dataclass
+class BotProcess:
+    process: asyncio.subprocess.Process
+    log: Path
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the bot so far (all its threads)."""
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+    def memory_mb(self) -> dict[str, float]:
+        """VmRSS (now) and VmHWM (peak) in MB of 10^6 bytes."""
+        found = {}
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(rest.split()[0]) * 1024 / 1e6
+        return found
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 30)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+async def start_bot(
+    emu: TelegramEmulator, engine_url: str, workdir: Path, **settings: object
+) -> BotProcess:
+    """``parley run`` against the emulator and the scripted engine; returns once it polls."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env.update({
+        "TELEGRAM_TOKEN": emu.token, "TELEGRAM_API_BASE_URL": emu.base_url,
+        "ENGINE_URLS": engine_url, "DATABASE_PATH": str(workdir / "parley.db"),
+        "ADMIN_SOCKET": str(workdir / "admin.sock"), "MODELS_DIR": str(workdir / "models"),
+        "XDG_DATA_HOME": str(workdir), "PYTHONPATH": str(ROOT),
+        **{key.upper(): str(value) for key, value in settings.items()},
+    })  # fmt: skip
+    parley = Path(sys.executable).with_name("parley")
+    command = [str(parley)] if parley.exists() else [sys.executable, "-m", "bot.cli"]
+    log = workdir / "bot.log"
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            *command, "run", cwd=workdir, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
+        )
+    bot = BotProcess(process, log)
+    deadline = time.perf_counter() + 60
+    while not any(call.method == "getUpdates" for call in emu.requests):
+        if process.returncode is not None or time.perf_counter() > deadline:
+            await bot.stop()
+            raise RuntimeError(f"the bot did not start polling:\n{bot.log_tail()}")
+        await asyncio.sleep(0.01)
+    return bot
+
+
+# -- reading the emulator's records -------------------------------------------------------------
+
+
+def is_final(message: BotMessage) -> bool:
+    text = message.text
+    return (
+        message.reply_markup is None
+        and CURSOR not in text
+        and text != "…"
+        and (not text.startswith("⏳"))
+    )
+
+
+def replies(emu: TelegramEmulator) -> dict[tuple[int, int], list[BotMessage]]:
+    """The bot's messages by the (chat, user message) they reply to."""
+    found: dict[tuple[int, int], list[BotMessage]] = defaultdict(list)
+    for message in emu.messages.values():
+        if message.reply_to_message_id is not None:
+            found[(message.chat_id, message.reply_to_message_id)].append(message)
+    return found
+
+
+class Calls:
+    """The emulator's requests by chat and message, indexed as they come (append-only)."""
+
+    def __init__(self, emu: TelegramEmulator) -> None:
+        self.emu = emu
+        self._seen = 0
+        self.last_paced: dict[int, ApiCall] = {}  # per chat
+        self.last_edit: dict[tuple[int, int], ApiCall] = {}  # per (chat, bot message)
+
+    def update(self) -> None:
+        for call in self.emu.requests[self._seen :]:
+            if call.method in PACED and "chat_id" in call.params:
+                chat = int(call.params["chat_id"])
+                self.last_paced[chat] = call
+                if call.method == "editMessageText":
+                    self.last_edit[(chat, int(call.params["message_id"]))] = call
+        self._seen = len(self.emu.requests)
+
+
+def hold_until_paced(calls: Calls, answer: str) -> Callable[[Run], Awaitable[None]]:
+    """A ``before_finish`` hook: send the final event only once the whole answer is shown and a
+    pacing interval has passed since the chat's last paced call, so the final edit is not held
+    back by pacing and (final edit - final event) is the bot's own time."""
+    shown = answer.split()
+
+    async def hold(run: Run) -> None:
+        chat, _ = tag_of(run)
+        deadline = time.perf_counter() + 10 * EDIT_INTERVAL
+        while time.perf_counter() < deadline:
+            calls.update()
+            last = calls.last_paced.get(chat)
+            text = str(last.params.get("text", "")) if last is not None else ""
+            if (
+                last is not None
+                and text.endswith(CURSOR)
+                and text.removesuffix(CURSOR).split() == shown
+                and time.perf_counter() - last.at > EDIT_INTERVAL + 0.02
+            ):
+                return
+            await asyncio.sleep(0.005)
+
+    return hold
+
+
+# -- users ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    message_id: int
+    at: float
+
+
+async def say(emu: TelegramEmulator, user: int, index: int) -> Sent:
+    message_id = await emu.user_says(
+        ask(user, index), chat_id=user, user_id=user, first_name=f"User {user}"
+    )
+    return Sent(message_id, time.perf_counter())
+
+
+async def converse(
+    emu: TelegramEmulator, user: int, count: int, delay: float, sent: dict[Key, Sent]
+) -> None:
+    """One user's messages, each sent once the answer to the previous one is final."""
+    await asyncio.sleep(delay)
+    for index in range(count):
+        sent[(user, index)] = message = await say(emu, user, index)
+
+        def answered(message_id: int = message.message_id) -> bool:
+            return any(
+                is_final(m)
+                for m in emu.messages.values()
+                if m.chat_id == user and m.reply_to_message_id == message_id
+            )
+
+        await emu.wait_for(answered, timeout=30)
+
+
+async def conversations(
+    emu: TelegramEmulator, users: Iterable[int], count: int, cycle: float
+) -> dict[Key, Sent]:
+    """Users talking at once, their starts spread over ``cycle`` seconds."""
+    chosen = list(users)
+    sent: dict[Key, Sent] = {}
+    await asyncio.gather(*[
+        converse(emu, user, count, cycle * i / len(chosen), sent) for i, user in enumerate(chosen)
+    ])  # fmt: skip
+    return sent
+
+
+async def wait_answered(
+    emu: TelegramEmulator, sent: dict[Key, Sent], stall: float = 30.0, limit: float = 300.0
+) -> None:
+    """Until every sent message has a final reply, or nothing new was answered for ``stall``."""
+    wanted = {(user, s.message_id) for (user, _), s in sent.items()}
+    started = last_progress = time.perf_counter()
+    done = 0
+    while time.perf_counter() - last_progress < stall and time.perf_counter() - started < limit:
+        finished = sum(
+            1 for key, found in replies(emu).items() if key in wanted and any(map(is_final, found))
+        )
+        if finished == len(wanted):
+            return
+        if finished > done:
+            done, last_progress = finished, time.perf_counter()
+        await asyncio.sleep(0.2)

@@ -1,0 +1,139 @@
+"""Where each conversation's KV lives: in a llama.cpp sequence (a slot), in RAM, or nowhere.
+
+The scheduler decides *when* a request runs; this decides *where* its KV comes from: the
+conversation's own slot, its RAM copy (``engine.kv_spill``), or the idle slot sharing the
+longest prefix. It also frees cells (least recently used idle slots first, copied to RAM when
+the spill cache is on) and keeps a unified cache free of idle sequences while others run.
+Scheduler-thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.backend import Backend
+from engine.kv_spill import SpillCache, Spilled
+from engine.slots import Slot, SlotTable, common_prefix
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Placement:
+    slot: Slot
+    reuse: int  # prompt tokens whose KV is already in the slot
+
+
+class KvPlacement:
+    def __init__(self, backend: Backend, spill: SpillCache) -> None:
+        self.backend = backend
+        self.table = SlotTable(backend.n_seq)
+        self.spill = spill
+
+    def place(
+        self, key: str | None, prompt: Sequence[int], *, reserved: int, crowded: bool
+    ) -> Placement | None:
+        """Claim a slot for ``prompt`` with as much of it cached as possible.
+
+        None when every slot is busy, or (in a unified cache shared with running requests,
+        ``crowded``) when the cells it needs cannot be freed yet. ``reserved`` is the cells
+        running requests are about to fill.
+        """
+        slot = self.table.choose(key, prompt)
+        if slot is None:
+            return None
+        spilled = self._restorable(key, prompt, slot)
+        cached = slot.tokens if spilled is None else spilled.tokens
+        reuse = min(common_prefix(cached, prompt), len(prompt) - 1)
+        if self.backend.unified and (crowded or spilled is not None):
+            if spilled is None:
+                needed, freed = len(prompt) - reuse + 1, len(slot.tokens) - reuse
+            else:  # the whole spilled sequence comes back before it is cut to `reuse`
+                needed, freed = max(len(cached), len(prompt) + 1), len(slot.tokens)
+            if not self._free_cells_for(needed, reserved, keep=slot, freed=freed):
+                return None
+        if spilled is not None and key is not None:
+            if not self._restore(slot, key):
+                reuse = 0
+        else:
+            if slot.cache_key != key:
+                self._save(slot)  # the conversation that held the slot keeps a RAM copy
+            if key is not None:
+                self.spill.discard(key)  # the KV cache is this conversation's home now
+        if reuse < len(slot.tokens) and not self.backend.keep_prefix(slot.seq, reuse):
+            self.backend.clear(slot.seq)
+            reuse = 0
+        del slot.tokens[reuse:]
+        slot.busy = True
+        slot.cache_key = key
+        return Placement(slot, reuse)
+
+    def evict(self, slot: Slot, *, spill: bool = True) -> None:
+        """Free the slot's cells, keeping a RAM copy of a conversation's KV when enabled."""
+        if spill:
+            self._save(slot)
+        self.backend.clear(slot.seq)
+        slot.tokens.clear()
+        slot.cache_key = None
+
+    def evict_one_idle(self) -> bool:
+        for slot in self.table.eviction_order():
+            self.evict(slot)
+            return True
+        return False
+
+    def spill_idle(self) -> None:
+        """In a unified cache every batch attends over idle sequences' cells: move them out."""
+        if self.backend.unified and self.spill.enabled:
+            for slot in self.table.eviction_order():
+                self.evict(slot)
+
+    def free_cells(self, reserved: int) -> int:
+        return self.backend.kv_cells - self.table.used_cells() - reserved
+
+    def _free_cells_for(self, needed: int, reserved: int, *, keep: Slot, freed: int) -> bool:
+        """Evict idle slots (LRU) until ``needed`` cells are free; False if impossible."""
+        if self.free_cells(reserved) + freed >= needed:
+            return True
+        for slot in self.table.eviction_order(keep=keep):
+            self.evict(slot)
+            if self.free_cells(reserved) + freed >= needed:
+                return True
+        return False
+
+    def _restorable(self, key: str | None, prompt: Sequence[int], slot: Slot) -> Spilled | None:
+        """The conversation's spilled KV, if restoring it saves more than ``slot`` holds."""
+        if key is None or slot.cache_key == key:
+            return None
+        spilled = self.spill.peek(key)
+        if spilled is None:
+            return None
+        shared = common_prefix(spilled.tokens, prompt)
+        if shared <= common_prefix(slot.tokens, prompt):
+            return None
+        if self.backend.swa and shared < len(spilled.tokens) - 1:
+            # A sliding-window model's saved state holds only the last window of cells, so
+            # it can be continued but not cut further back without losing attention inputs.
+            log.debug("conversation %r diverged inside its spilled KV; recomputing", key)
+            return None
+        return spilled
+
+    def _restore(self, slot: Slot, key: str) -> bool:
+        """Copy ``key``'s spilled KV into ``slot`` (spilling what the slot held first)."""
+        self.evict(slot)
+        spilled = self.spill.take(key)
+        if spilled is None or not self.backend.restore(slot.seq, spilled.data):
+            log.warning("could not restore the KV of conversation %r; recomputing it", key)
+            self.backend.clear(slot.seq)
+            return False
+        slot.tokens[:] = spilled.tokens
+        slot.cache_key = key
+        return True
+
+    def _save(self, slot: Slot) -> None:
+        if self.spill.enabled and slot.cache_key is not None and slot.tokens:
+            data = self.backend.save(slot.seq)
+            if data is not None:
+                self.spill.put(slot.cache_key, tuple(slot.tokens), data)
