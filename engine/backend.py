@@ -56,6 +56,9 @@ class Backend(Protocol):
 
     def clear(self, seq: int) -> None: ...
 
+    def copy_prefix(self, src: int, dst: int, n_tokens: int) -> None:
+        """Make positions < n_tokens of ``src`` part of (empty) ``dst`` too; unified only."""
+
     def save(self, seq: int) -> bytearray | None:
         """A copy of ``seq``'s KV (for the RAM spill cache); None if it cannot be saved."""
 

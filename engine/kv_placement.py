@@ -19,6 +19,8 @@ from engine.slots import Slot, SlotTable, common_prefix
 
 log = logging.getLogger(__name__)
 
+MIN_SHARED_GAIN = 16  # tokens: below this, sharing another sequence's prefix is not worth it
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -66,9 +68,31 @@ class KvPlacement:
             self.backend.clear(slot.seq)
             reuse = 0
         del slot.tokens[reuse:]
+        reuse = self._share_prefix(slot, prompt, reuse)
         slot.busy = True
         slot.cache_key = key
         return Placement(slot, reuse)
+
+    def _share_prefix(self, slot: Slot, prompt: Sequence[int], reuse: int) -> int:
+        """Let ``slot`` share the longest prefix another sequence holds (a system prompt).
+
+        In a unified cache the cells are shared, not copied: llama.cpp adds the sequence id
+        to them, so a new conversation skips evaluating what every conversation starts with.
+        """
+        if not self.backend.unified:
+            return reuse  # across split streams llama.cpp can only copy whole sequences
+        donor, shared = None, reuse
+        for other in self.table.slots:
+            if other is not slot and len(other.tokens) > shared + MIN_SHARED_GAIN:
+                common = min(common_prefix(other.tokens, prompt), len(prompt) - 1)
+                if common >= shared + MIN_SHARED_GAIN:
+                    donor, shared = other, common
+        if donor is None:
+            return reuse
+        self.backend.clear(slot.seq)
+        self.backend.copy_prefix(donor.seq, slot.seq, shared)
+        slot.tokens[:] = donor.tokens[:shared]
+        return shared
 
     def evict(self, slot: Slot, *, spill: bool = True) -> None:
         """Free the slot's cells, keeping a RAM copy of a conversation's KV when enabled."""

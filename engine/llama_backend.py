@@ -178,6 +178,9 @@ class LlamaBackend:
     def clear(self, seq: int) -> None:
         ll.llama_memory_seq_rm(self.memory, seq, -1, -1)
 
+    def copy_prefix(self, src: int, dst: int, n_tokens: int) -> None:
+        ll.llama_memory_seq_cp(self.memory, src, dst, 0, n_tokens)
+
     def save(self, seq: int) -> bytearray | None:
         size = ll.llama_state_seq_get_size(self.ctx, seq)
         if size == 0:

@@ -105,6 +105,10 @@ class FakeBackend:
     def clear(self, seq: int) -> None:
         self.kv[seq].clear()
 
+    def copy_prefix(self, src: int, dst: int, n_tokens: int) -> None:
+        assert self.unified and not self.kv[dst], "llama.cpp shares cells only in one stream"
+        self.kv[dst] = self.kv[src][:n_tokens]
+
     def save(self, seq: int) -> bytearray | None:
         self.saves += 1
         return bytearray(json.dumps(self.kv[seq]).encode())

@@ -152,3 +152,39 @@ def test_a_sliding_window_conversation_that_diverged_inside_its_spilled_kv_is_re
     run_all(core)
     # cutting 10..17 back to 3 tokens would need cells the saved window no longer has
     assert edited.finished.usage.cached_tokens == 0 and backend.restores == restores
+
+
+def summing(history: list[int]) -> int:
+    """A model whose next token depends on every cached token, so wrong KV shows."""
+    return sum(history) % 1000 + 10
+
+
+def test_a_new_conversation_shares_the_system_prompt_another_sequence_holds() -> None:
+    system = list(range(100, 140))
+
+    def answer(shared: bool) -> tuple[str, int]:
+        backend = FakeBackend(n_seq=3, n_ctx_seq=64, unified=True, next_token=summing)
+        core = EngineCore(backend, spill=SpillCache(1 << 20))
+        if shared:
+            core.submit(request([*system, 7, 8], Collector(), key="first", max_tokens=2))
+            run_all(core)
+        out = Collector()
+        core.submit(request([*system, 9], out, key="second", max_tokens=4))
+        run_all(core)
+        return out.text, out.finished.usage.cached_tokens
+
+    alone, cached_alone = answer(shared=False)
+    text, cached = answer(shared=True)
+    assert text == alone
+    assert (cached_alone, cached) == (0, 40)
+
+
+def test_a_short_shared_prefix_is_not_worth_sharing() -> None:
+    backend = FakeBackend(n_seq=2, n_ctx_seq=64, unified=True)
+    core = EngineCore(backend, spill=SpillCache(1 << 20))
+    core.submit(request([100, 101, 102, 103, 7], Collector(), key="a", max_tokens=1))
+    run_all(core)
+    out = Collector()
+    core.submit(request([100, 101, 102, 103, 9], out, key="b", max_tokens=1))
+    run_all(core)
+    assert out.finished.usage.cached_tokens == 0

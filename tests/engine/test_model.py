@@ -103,6 +103,37 @@ def test_spilled_kv_restores_on_the_real_model_and_answers_exactly_as_recomputin
     assert restored > shared_prefix_only + 10  # a's first turn came back from RAM
 
 
+def test_a_shared_system_prompt_is_shared_on_the_real_model_and_changes_no_answer(
+    demo: Model,
+) -> None:
+    system = {"role": "system", "content": "You are a ship's cook. " * 12}
+
+    def ask(first: str | None) -> tuple[str, int]:
+        backend = LlamaBackend(demo, ContextConfig(n_ctx=512, parallel=2, threads=2))
+        core = EngineCore(backend)
+        try:
+            outs = []
+            for key, question in (("a", first), ("b", "What is for dinner?")):
+                if question is None:
+                    continue
+                prompt = demo.tokenize_chat([system, {"role": "user", "content": question}])
+                out = Collector()
+                params = SamplingParams(max_tokens=8, temperature=0)
+                core.submit(
+                    GenerationRequest(prompt=prompt, params=params, sink=out, cache_key=key)
+                )
+                run_all(core)
+                outs.append(out)
+            return outs[-1].text, outs[-1].finished.usage.cached_tokens
+        finally:
+            backend.close()
+
+    alone, _ = ask(None)
+    after_another, shared = ask("Who are you?")
+    assert after_another == alone
+    assert shared > 60  # the system prompt came from the other conversation's cells
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
