@@ -43,6 +43,9 @@ class ConsoleReply:
         self.out.write(f"(queued #{position})\n")
         self.out.flush()
 
+    async def started(self) -> None:
+        pass  # the answer's first words say it
+
     def delta(self, text: str) -> None:
         self.out.write(text)
         self.out.flush()

@@ -9,15 +9,16 @@ process's ``time.perf_counter``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import re
 import signal
+import sqlite3
 import sys
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, math.ceil(len(ordered) * q / 100) - 1))]
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def serve(app: web.Application) -> AsyncIterator[str]:
     """An aiohttp app on 127.0.0.1 in this event loop; yields its base URL."""
     runner = web.AppRunner(app, access_log=None)
@@ -104,16 +105,18 @@ class BotProcess:
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.process.wait(), 30)
+                await asyncio.wait_for(self.process.wait(), 5)
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
 
 
 async def start_bot(
-    emu: TelegramEmulator, engine_url: str, workdir: Path, **settings: object
-) -> BotProcess:
-    """``parley run`` against the emulator and the scripted engine; returns once it polls."""
+    emu: TelegramEmulator, engine_url: str, workdir: Path, command: list[str] | None = None,
+    **settings: object,
+) -> BotProcess:  # fmt: skip
+    """``parley run`` (or ``command``, e.g. under a profiler) against the emulator and the
+    scripted engine; returns once it polls."""
     env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
     env.update({
         "TELEGRAM_TOKEN": emu.token, "TELEGRAM_API_BASE_URL": emu.base_url,
@@ -122,12 +125,14 @@ async def start_bot(
         "XDG_DATA_HOME": str(workdir), "PYTHONPATH": str(ROOT),
         **{key.upper(): str(value) for key, value in settings.items()},
     })  # fmt: skip
-    parley = Path(sys.executable).with_name("parley")
-    command = [str(parley)] if parley.exists() else [sys.executable, "-m", "bot.cli"]
+    if command is None:
+        parley = Path(sys.executable).with_name("parley")
+        command = [str(parley)] if parley.exists() else [sys.executable, "-m", "bot.cli"]
+        command.append("run")
     log = workdir / "bot.log"
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            *command, "run", cwd=workdir, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
+            *command, cwd=workdir, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT
         )
     bot = BotProcess(process, log)
     deadline = time.perf_counter() + 60
@@ -251,19 +256,25 @@ async def conversations(
     return sent
 
 
-async def wait_answered(
-    emu: TelegramEmulator, sent: dict[Key, Sent], stall: float = 30.0, limit: float = 300.0
-) -> None:
-    """Until every sent message has a final reply, or nothing new was answered for ``stall``."""
+async def wait_answered(emu: TelegramEmulator, sent: dict[Key, Sent], deadline: float) -> None:
+    """Until every sent message has a final reply, or ``deadline`` (``perf_counter`` time)."""
     wanted = {(user, s.message_id) for (user, _), s in sent.items()}
-    started = last_progress = time.perf_counter()
-    done = 0
-    while time.perf_counter() - last_progress < stall and time.perf_counter() - started < limit:
-        finished = sum(
-            1 for key, found in replies(emu).items() if key in wanted and any(map(is_final, found))
-        )
-        if finished == len(wanted):
+    while time.perf_counter() < deadline:
+        found = replies(emu)
+        if all(any(map(is_final, found.get(key, []))) for key in wanted):
             return
-        if finished > done:
-            done, last_progress = finished, time.perf_counter()
         await asyncio.sleep(0.2)
+
+
+def job_states(database: Path) -> dict[Key, str]:
+    """The bot's job status for each tagged user message, from its SQLite file (WAL mode:
+    reading does not block the bot)."""
+    with contextlib.closing(sqlite3.connect(database, timeout=10)) as db:
+        rows = db.execute(
+            "SELECT m.content, j.status FROM jobs j JOIN messages m ON m.id = j.message_id"
+        ).fetchall()
+    found = {}
+    for content, status in rows:
+        if match := TAG.match(content):
+            found[(int(match[1]), int(match[2]))] = str(status)
+    return found

@@ -38,7 +38,10 @@ class ReplySink(Protocol):
         returns."""
 
     async def queued(self, position: int) -> None:
-        """The request's place in the queue changed."""
+        """The request's place in the queue changed (told every few seconds, not each move)."""
+
+    async def started(self) -> None:
+        """A worker took the request: the answer is being written now (returns at once)."""
 
     def delta(self, text: str) -> None:
         """More of the answer (never blocks)."""

@@ -44,6 +44,7 @@ class PlatformReply:
         self._early: list[str] = []  # deltas that arrived while the placeholder was posted
         self._typing = typing
         self._typing_task: asyncio.Task[None] | None = None
+        self._began = False  # a worker has taken the request
         self._before_finish = before_finish
         self._on_done = on_done
 
@@ -59,8 +60,8 @@ class PlatformReply:
             self.reply.append(text)
         self._early.clear()
         self._started.set()
-        if self._typing is not None:
-            self._typing_task = asyncio.create_task(self._keep_typing(self._typing))
+        if position is None or self._began:
+            await self.started()
 
     async def notice(self, text: str) -> None:
         """A refusal or command result: its own message (nothing was posted before it)."""
@@ -70,6 +71,17 @@ class PlatformReply:
     async def queued(self, position: int) -> None:
         if self.reply is not None:
             await self.reply.set_status(queued_text(position))
+
+    async def started(self) -> None:
+        """The answer is being written: drop the queue position, show "typing" until done.
+        (Not while queued: a thousand queued replies would send a thousand typing calls
+        every few seconds for nothing.)"""
+        self._began = True
+        if self.reply is None:
+            return  # accepted() comes back here once the placeholder is posted
+        await self.reply.set_status(PLACEHOLDER)
+        if self._typing is not None and self._typing_task is None:
+            self._typing_task = asyncio.create_task(self._keep_typing(self._typing))
 
     def delta(self, text: str) -> None:
         if self.reply is None:

@@ -5,7 +5,8 @@ the round being served now, if they have been idle), and jobs run in (round, arr
 Someone who queues ten messages gets rounds 0..9, someone arriving later with one message
 gets the current round, so they go next, not after the ten, even if the first user was
 served a moment ago. Positions are read off that order, so "queued (#n)" is what the user
-will actually see. Event-loop-only (not thread-safe).
+will actually see; the chat service shows them now and then (``position``), not on every move,
+which with a thousand queued jobs would mean a million updates. Event-loop-only.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -30,7 +30,6 @@ class QueuedJob(Generic[T]):
     id: int
     user: UserKey
     payload: T
-    on_position: Callable[[int], None] | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     order: tuple[int, int] = (0, 0)  # (round, arrival), set by the queue
 
@@ -69,7 +68,6 @@ class FairQueue(Generic[T]):
         job.order = (start, next(self._arrivals))
         bisect.insort(self._jobs, job, key=lambda queued: queued.order)
         self._ready.set()
-        self.announce_positions(skip=job)
         return self._jobs.index(job) + 1
 
     async def get(self) -> QueuedJob[T]:
@@ -80,7 +78,6 @@ class FairQueue(Generic[T]):
         job = self._jobs.pop(0)
         self._round = job.order[0]
         self._forget_idle_users()
-        self.announce_positions()
         return job
 
     def remove(self, job_id: int) -> QueuedJob[T] | None:
@@ -88,7 +85,6 @@ class FairQueue(Generic[T]):
         for job in self._jobs:
             if job.id == job_id:
                 self._jobs.remove(job)
-                self.announce_positions()
                 return job
         return None
 
@@ -103,11 +99,6 @@ class FairQueue(Generic[T]):
             if job.id == job_id:
                 return index + 1
         return None
-
-    def announce_positions(self, skip: QueuedJob[T] | None = None) -> None:
-        for index, job in enumerate(self._jobs):
-            if job.on_position is not None and job is not skip:
-                job.on_position(index + 1)
 
     def _forget_idle_users(self) -> None:
         """A user whose last round has passed starts at the current round anyway."""

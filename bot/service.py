@@ -3,7 +3,10 @@
 ``handle`` checks access and limits, commits the user's message and its job in one
 transaction, and queues the job; workers (one per engine slot) fit the history into the
 context, stream the answer from the engine into the reply sink, and store the reply with its
-final status. Event-loop-only.
+final status. Showing the final text is the reply's own task: a worker is free for the next
+job as soon as the answer is stored, so a chat's pacing or a platform's 429 never holds an
+engine slot idle. Queue positions are shown every ``POSITION_EVERY`` seconds, when they
+changed. Event-loop-only.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from bot.store import Conversation, Job, JobStatus, Message, MessageStatus, Stor
 
 log = logging.getLogger(__name__)
 
+POSITION_EVERY = 2.0  # seconds between updates of the "queued (#n)" statuses
+DELIVERY_GRACE = 10.0  # seconds stop() waits for final texts still being shown
 SYSTEM_PROMPT_KEY = "system_prompt"
 MODEL_KEY = "model"  # the operator's last model choice, used again after a restart
 JOB_STATUS: dict[State, JobStatus] = {"done": "done", "stopped": "cancelled", "error": "failed"}
@@ -47,6 +52,7 @@ class WorkItem:
     reply_text: list[str] = field(default_factory=list)
     enqueued: float = field(default_factory=time.monotonic)
     first_token: float | None = None
+    shown_position: int | None = None
 
 
 class ChatService:
@@ -63,8 +69,10 @@ class ChatService:
         model: str = "",
         admin_token: str | None = None,
         models_dir: Path | None = None,
+        position_every: float = POSITION_EVERY,
     ) -> None:
         self.store = store
+        self.position_every = position_every
         self.engine = engine
         self.sampling = sampling
         self.system_prompt = system_prompt
@@ -76,6 +84,8 @@ class ChatService:
         self.queue: FairQueue[WorkItem] = FairQueue(max_pending_per_user, max_pending_total)
         self._running: dict[int, QueuedJob[WorkItem]] = {}
         self._workers: list[asyncio.Task[None]] = []
+        self._deliveries: set[asyncio.Task[None]] = set()  # final texts being shown
+        self._positions: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._recent: deque[tuple[float, int]] = deque(maxlen=10_000)  # (finished, tokens)
         self.allowed_at_runtime: set[tuple[str, str]] = set()  # `parley admin users allow`
@@ -86,6 +96,7 @@ class ChatService:
     def start(self, workers: int) -> None:
         for index in range(max(1, workers)):
             self._workers.append(asyncio.create_task(self._work(), name=f"parley-worker-{index}"))
+        self._positions = asyncio.create_task(self._show_positions(), name="parley-positions")
 
     async def stop(self) -> None:
         """Stop running replies (they end as "stopped") and the workers."""
@@ -93,12 +104,19 @@ class ChatService:
             job.cancelled.set()
         while self._running:
             await asyncio.sleep(0.01)
-        for task in self._workers:
+        tasks = [*self._workers, *([self._positions] if self._positions else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._workers:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._workers.clear()
+        self._positions = None
+        if self._deliveries:
+            _, late = await asyncio.wait(self._deliveries, timeout=DELIVERY_GRACE)
+            for task in late:
+                log.warning("a final reply could not be shown within %g s", DELIVERY_GRACE)
+                task.cancel()
 
     # ---- adapter calls ----------------------------------------------------------------
 
@@ -122,10 +140,10 @@ class ChatService:
         )
         item = WorkItem(incoming, user, conversation, message, job)
         queued: QueuedJob[WorkItem] = QueuedJob(next(self._ids), key, item)
-        queued.on_position = lambda n: _show_position(incoming, n)
         position = self.queue.put(queued)
         waits = position > 1 or self._all_busy()
-        await incoming.reply.accepted(position if waits else None)
+        item.shown_position = position if waits else None
+        await incoming.reply.accepted(item.shown_position)
 
     async def cancel(
         self, platform: str, chat_id: str, user_id: str, only: int | None = None
@@ -249,6 +267,7 @@ class ChatService:
             job = await self.queue.get()
             self._running[job.id] = job
             try:
+                await job.payload.incoming.reply.started()
                 await self._answer(job)
             except Exception:
                 log.exception("worker failed on job %d", job.payload.job.id)
@@ -345,7 +364,28 @@ class ChatService:
                 model=outcome.model,
             )  # fmt: skip
             self._recent.append((time.monotonic(), outcome.usage.completion_tokens))
-        await item.incoming.reply.finished(outcome)
+        delivery = asyncio.create_task(self._deliver(item, outcome), name=f"reply-{item.job.id}")
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, item: WorkItem, outcome: Outcome) -> None:
+        try:
+            await item.incoming.reply.finished(outcome)
+        except Exception:  # the answer is stored; `parley admin history` still has it
+            log.exception("the final text of job %d could not be shown", item.job.id)
+
+    async def _show_positions(self) -> None:
+        """Every ``position_every`` seconds, tell each queued message whose place changed."""
+        while True:
+            await asyncio.sleep(self.position_every)
+            for position, job in enumerate(self.queue.jobs_in_order(), 1):
+                item = job.payload
+                if item.shown_position is not None and item.shown_position != position:
+                    item.shown_position = position
+                    try:
+                        await item.incoming.reply.queued(position)
+                    except Exception as exc:  # a stale position is cosmetic
+                        log.debug("queue position update failed: %s", exc)
 
 
 def _user_key(incoming: Incoming) -> str:
@@ -355,12 +395,3 @@ def _user_key(incoming: Incoming) -> str:
 def _user_key_of(platform: str, user_id: str) -> str:
     """Fairness and limits are per person, across all the chats they talk in."""
     return f"{platform}:{user_id}"
-
-
-def _show_position(incoming: Incoming, position: int) -> None:
-    task = asyncio.get_running_loop().create_task(incoming.reply.queued(position))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
-_background: set[asyncio.Task[None]] = set()

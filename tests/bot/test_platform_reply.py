@@ -62,6 +62,26 @@ async def test_a_queued_reply_shows_and_updates_its_position() -> None:
     assert surface.messages["1"][-1] == "Hi"
 
 
+async def test_a_queued_reply_types_only_once_a_worker_takes_it() -> None:
+    surface = Surface()
+    typed: list[int] = []
+
+    async def typing() -> None:
+        typed.append(1)
+
+    reply = PlatformReply(surface, typing=typing)
+    await reply.accepted(4)
+    await asyncio.sleep(0.05)
+    assert typed == []  # waiting in the queue: no "typing…" for nothing
+    await reply.started()
+    await asyncio.sleep(0.05)
+    assert typed == [1]
+    assert surface.messages["1"] == ["⏳ queued (#4)", "…"]  # the position goes away
+    reply.delta("Hi")
+    await reply.finished(Outcome("done", "Hi"))
+    assert surface.messages["1"][-1] == "Hi"
+
+
 async def test_hooks_wrap_the_final_edit_and_typing_stops() -> None:
     surface = Surface()
     typed: list[int] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ class Recorder:
     positions: list[int] = field(default_factory=list)
     text: str = ""
     outcome: Outcome | None = None
+    started_at: float | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     first_delta: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -44,6 +46,9 @@ class Recorder:
 
     async def queued(self, position: int) -> None:
         self.positions.append(position)
+
+    async def started(self) -> None:
+        self.started_at = time.monotonic()
 
     def delta(self, text: str) -> None:
         self.text += text
@@ -62,7 +67,7 @@ async def service(engine: EngineProcess, tmp_path: Path) -> AsyncIterator[ChatSe
         chat = ChatService(
             store, EngineClient(engine.url, session),
             sampling=Sampling(max_tokens=8, temperature=0), system_prompt="Be brief.",
-            n_ctx=512, max_pending_per_user=3, max_pending_total=10,
+            n_ctx=512, max_pending_per_user=3, max_pending_total=10, position_every=0.1,
         )  # fmt: skip
         chat.start(workers=1)
         yield chat
@@ -106,6 +111,7 @@ async def test_past_the_per_user_limit_the_user_is_told_and_nothing_is_stored(
 
 
 async def test_waiting_users_see_their_place_in_the_queue_move_up(service: ChatService) -> None:
+    service.sampling = Sampling(max_tokens=48, temperature=0)  # long enough to see a move
     log: list[str] = []
     first, _ = say("alice", "first", log)
     await service.handle(first)
@@ -118,6 +124,8 @@ async def test_waiting_users_see_their_place_in_the_queue_move_up(service: ChatS
     assert bob.positions[0] == 1 and carol.positions[0] == 2
     await asyncio.wait_for(carol.done.wait(), 120)
     assert 1 in carol.positions[1:]  # moved up when bob's turn came
+    assert bob.started_at is not None and carol.started_at is not None
+    assert bob.started_at < carol.started_at
 
 
 async def test_stop_cancels_a_running_answer_and_keeps_the_partial_text(
@@ -209,3 +217,24 @@ async def test_old_turns_are_dropped_to_fit_and_the_reply_says_so(service: ChatS
         await asyncio.wait_for(sink.done.wait(), 60)
         outcome = sink.outcome
     assert outcome is not None and outcome.state == "done" and outcome.dropped > 0
+
+
+async def test_a_slow_platform_does_not_hold_the_worker(service: ChatService) -> None:
+    """The final edit waiting out a 429 must not keep the (only) worker from the next job."""
+    release = asyncio.Event()
+
+    class SlowPlatform(Recorder):
+        async def finished(self, outcome: Outcome) -> None:
+            await release.wait()
+            await super().finished(outcome)
+
+    log: list[str] = []
+    slow = SlowPlatform(log, "slow")
+    await service.handle(Incoming("test", "chat-1", "alice", "Alice", "first", slow))
+    incoming, bob = say("bob", "second", log)
+    await service.handle(incoming)
+    await asyncio.wait_for(bob.done.wait(), 60)  # answered while alice's reply is still shown
+    assert not slow.done.is_set()
+    release.set()
+    await asyncio.wait_for(slow.done.wait(), 10)
+    assert log == ["second", "slow"]
