@@ -1,8 +1,12 @@
 """Fit a conversation into the model's context: system prompt + as much history as fits.
 
 Counting uses the engine's own tokenizer and chat template (``/tokenize``), so the budget is
-exact. The oldest turns go first; the system prompt and the current message are never
-dropped. A current message that cannot fit even alone is refused with the numbers.
+exact. When an upper bound already proves the conversation fits (``ScaffoldBound``: every
+token of content text covers at least one UTF-8 byte), the count is skipped: most turns of
+most chats are far below the context, and each count is an HTTP round trip plus the engine
+tokenizing the whole history. The oldest turns go first; the system prompt and the current
+message are never dropped. A current message that cannot fit even alone is refused with the
+numbers.
 """
 
 from __future__ import annotations
@@ -24,8 +28,33 @@ class Turn:
 @dataclass(frozen=True)
 class FittedConversation:
     messages: list[dict[str, str]]
-    prompt_tokens: int
+    prompt_tokens: int  # exact, or an upper bound when ``counted`` is False
     dropped: int  # history messages left out
+    counted: bool = True
+
+
+PER_MESSAGE = 8  # scaffolding tokens one message may add (Gemma, ChatML, Llama 3 add 4-6)
+MARGIN = 16
+
+
+@dataclass(frozen=True)
+class ScaffoldBound:
+    """An upper bound on a conversation's tokens without tokenizing it: the template's fixed
+    tokens (``fixed``, measured once per model on an empty conversation), ``PER_MESSAGE``
+    per message, and one token per UTF-8 byte of content (plus one for a leading-space
+    marker), plus ``MARGIN``."""
+
+    fixed: int
+
+    def tokens(self, messages: Sequence[dict[str, str]]) -> int:
+        content = sum(len(m["content"].encode()) + 1 for m in messages)
+        return self.fixed + MARGIN + PER_MESSAGE * len(messages) + content
+
+
+async def measure_scaffold(count_tokens: CountTokens) -> ScaffoldBound:
+    """The template's tokens around an empty system and user message."""
+    empty = [{"role": "system", "content": ""}, {"role": "user", "content": ""}]
+    return ScaffoldBound(await count_tokens(empty))
 
 
 async def fit_conversation(
@@ -35,11 +64,12 @@ async def fit_conversation(
     n_ctx: int,
     max_tokens: int,
     count_tokens: CountTokens,
+    bound: ScaffoldBound | None = None,
 ) -> FittedConversation:
     """``history`` ends with the current user message. Budget: n_ctx - max_tokens.
 
-    Costs one token count when everything fits (the usual case), and a binary search
-    (log2 of the history length) when older turns must go.
+    Costs nothing when ``bound`` proves everything fits, one token count when it fits
+    anyway, and a binary search (log2 of the history length) when older turns must go.
     """
     if not history:
         raise ValueError("history must end with the current message")
@@ -47,6 +77,8 @@ async def fit_conversation(
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
     turns = [{"role": t.role, "content": t.content} for t in history]
 
+    if bound is not None and (upper := bound.tokens(system + turns)) <= budget:
+        return FittedConversation(system + turns, upper, 0, counted=False)
     sizes: dict[int, int] = {}
 
     async def cost(dropped: int) -> int:

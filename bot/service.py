@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot import store_admin
-from bot.conversation import Turn, fit_conversation
+from bot.conversation import ScaffoldBound, Turn, fit_conversation, measure_scaffold
 from bot.engine_client import EngineClient, Sampling, StreamEnd, Usage
 from bot.errors import ParleyError, QueueFull
 from bot.incoming import Incoming, Outcome, State
@@ -85,6 +85,7 @@ class ChatService:
         self._running: dict[int, QueuedJob[WorkItem]] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._deliveries: set[asyncio.Task[None]] = set()  # final texts being shown
+        self._bounds: dict[str, ScaffoldBound] = {}  # per model: fits without counting
         self._positions: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._recent: deque[tuple[float, int]] = deque(maxlen=10_000)  # (finished, tokens)
@@ -289,6 +290,7 @@ class ChatService:
                 n_ctx=self.n_ctx,
                 max_tokens=self.sampling.max_tokens,
                 count_tokens=self.engine.count_tokens,
+                bound=await self._scaffold_bound(),
             )
         except ParleyError as exc:
             await self._finish(item, Outcome("error", "", error=str(exc)))
@@ -299,6 +301,18 @@ class ChatService:
             state, "".join(item.reply_text), error, usage, end.model if end else "", fitted.dropped
         )
         await self._finish(item, outcome)
+
+    async def _scaffold_bound(self) -> ScaffoldBound | None:
+        """The current model's template size, measured on its first use (None if the engine
+        cannot say: every turn is then counted exactly)."""
+        model = self.model
+        if model not in self._bounds:
+            try:
+                self._bounds[model] = await measure_scaffold(self.engine.count_tokens)
+            except ParleyError as exc:
+                log.debug("no scaffold bound for %s: %s", model, exc)
+                return None
+        return self._bounds[model]
 
     async def _stream(
         self, job: QueuedJob[WorkItem], messages: list[dict[str, str]]

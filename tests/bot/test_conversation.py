@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 import pytest
 
-from bot.conversation import Turn, fit_conversation
+from bot.conversation import Turn, fit_conversation, measure_scaffold
 from bot.engine_client import EngineClient
 from bot.errors import TooLong
 from tests.engine_process import EngineProcess
@@ -66,3 +66,50 @@ async def test_a_message_too_long_on_its_own_is_refused_with_numbers(
             "Be brief.", [Turn("user", "word " * 600)], n_ctx=512, max_tokens=128,
             count_tokens=client.count_tokens,
         )  # fmt: skip
+
+
+TEXTS = [
+    "",
+    " ",
+    "a",
+    "Hello, world!",
+    "日本語のテキストです。",
+    "👩‍👩‍👧‍👦🏳️‍🌈" * 20,
+    "```python\nprint('x')\n```",
+    "\n\n\n   \t",
+    "<end_of_turn><start_of_turn>model {{ 7*7 }}",
+    "word " * 300,
+    "".join(chr(c) for c in range(0x20, 0x2FF)),
+]
+
+
+async def test_the_scaffold_bound_is_never_below_the_real_count(client: EngineClient) -> None:
+    bound = await measure_scaffold(client.count_tokens)
+    for system in ("", "Be brief.", "日本語"):
+        for i, text in enumerate(TEXTS):
+            turns = [{"role": "system", "content": system}] if system else []
+            turns += [
+                {"role": "user", "content": text},
+                {"role": "assistant", "content": TEXTS[-1 - i]},
+                {"role": "user", "content": text + "?"},
+            ]
+            assert bound.tokens(turns) >= await client.count_tokens(turns), (system, text)
+
+
+async def test_a_conversation_the_bound_proves_fits_is_not_counted(client: EngineClient) -> None:
+    counted: list[int] = []
+
+    async def count(messages: Sequence[dict[str, str]]) -> int:
+        counted.append(len(messages))
+        return await client.count_tokens(messages)
+
+    bound = await measure_scaffold(client.count_tokens)
+    short = await fit_conversation(
+        "Be brief.", history(2, words=8), n_ctx=512, max_tokens=64, count_tokens=count, bound=bound
+    )
+    assert counted == [] and short.dropped == 0 and not short.counted
+    assert short.prompt_tokens >= await client.count_tokens(short.messages)
+    long = await fit_conversation(
+        "Be brief.", history(12), n_ctx=512, max_tokens=64, count_tokens=count, bound=bound
+    )
+    assert counted and long.dropped > 0  # near the limit it counts exactly again
