@@ -27,6 +27,7 @@ from bot.errors import ParleyError, QueueFull
 from bot.incoming import Incoming, Outcome, State
 from bot.queue import FairQueue, QueuedJob
 from bot.store import Conversation, Job, JobStatus, Message, MessageStatus, Store, User
+from bot.store_intake import accept_message
 
 log = logging.getLogger(__name__)
 
@@ -126,20 +127,22 @@ class ChatService:
         if not incoming.text.strip():
             await incoming.reply.notice("Send me some text and I'll answer.")
             return
-        if await self.store.is_banned(incoming.platform, incoming.user_id):
-            return
         key = _user_key(incoming)
         try:
             self.queue.check_room(key, self._running_for(key))
         except QueueFull as exc:
-            await incoming.reply.notice(str(exc))
+            if not await self.store.is_banned(incoming.platform, incoming.user_id):
+                await incoming.reply.notice(str(exc))
             return
-        user = await self.store.user(incoming.platform, incoming.user_id, incoming.user_name)
-        conversation = await self.store.active_conversation(user, incoming.chat_id)
-        message, job = await self.store.add_user_message_with_job(
-            conversation.id, user.id, incoming.text
+        accepted = await accept_message(
+            self.store, incoming.platform, incoming.user_id, incoming.user_name,
+            incoming.chat_id, incoming.text,
+        )  # fmt: skip
+        if accepted is None:
+            return  # banned: no answer at all
+        item = WorkItem(
+            incoming, accepted.user, accepted.conversation, accepted.message, accepted.job
         )
-        item = WorkItem(incoming, user, conversation, message, job)
         queued: QueuedJob[WorkItem] = QueuedJob(next(self._ids), key, item)
         position = self.queue.put(queued)
         waits = position > 1 or self._all_busy()
