@@ -12,7 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.store import Conversation, Job, Message, Store, User, _job, _message, _now
+from bot.store import (
+    Conversation,
+    Job,
+    Message,
+    Store,
+    User,
+    _insert_message,
+    _job,
+    _new_conversation,
+    _now,
+)
 
 
 @dataclass(frozen=True)
@@ -50,21 +60,13 @@ async def accept_message(
                 (user.id, platform, chat_id),
             )
         )
-        if not found:
-            found = list(
-                await db.execute_fetchall(
-                    "INSERT INTO conversations (user_id, platform, chat_id, active, created_at)"
-                    " VALUES (?, ?, ?, 1, ?) RETURNING id",
-                    (user.id, platform, chat_id, now),
-                )
-            )
-        conversation = Conversation(int(found[0][0]), user.id, platform, chat_id)
-        (row,) = await db.execute_fetchall(
-            "INSERT INTO messages (conversation_id, role, content, status, created_at,"
-            " updated_at) VALUES (?, 'user', ?, 'complete', ?, ?) RETURNING id",
-            (conversation.id, content, now, now),
+        if found:
+            conversation = Conversation(int(found[0][0]), user.id, platform, chat_id)
+        else:
+            conversation = await _new_conversation(db, user, chat_id)
+        message = await _insert_message(
+            db, conversation.id, "user", content, "complete", None, None
         )
-        message = _message((row[0], conversation.id, "user", content, None, None, "complete", now))
         (row,) = await db.execute_fetchall(
             "INSERT INTO jobs (message_id, user_id, status, created_at, updated_at)"
             " VALUES (?, ?, 'queued', ?, ?) RETURNING id",
