@@ -72,9 +72,7 @@ def measure(start: Start, model: Path, args: argparse.Namespace) -> dict[str, An
     with start(model, streams_shape) as server:
         asyncio.run(load.warm_up(server.target))
         results["prompt_tps"] = asyncio.run(load.prompt_speed(server.target))
-        results["streams"] = {
-            n: asyncio.run(load.concurrent_streams(server.target, n, args.tokens)) for n in LEVELS
-        }
+        results["streams"] = {n: _streams(server, n, args.tokens) for n in LEVELS}
     with start(model, chat_shape) as server:
         solo = [
             asyncio.run(load.round_robin(server.target, 1, args.turns, args.answer, f"solo{i}"))
@@ -98,6 +96,15 @@ def measure(start: Start, model: Path, args: argparse.Namespace) -> dict[str, An
                 kv_restores=server.metric("parley_engine_kv_restores_total"),
             )
     return results
+
+
+def _streams(server: Running, n: int, tokens: int) -> dict[str, float]:
+    """``n`` concurrent streams; one stream is run twice and the faster kept, as raw is."""
+    runs = [
+        asyncio.run(load.concurrent_streams(server.target, n, tokens))
+        for _ in range(2 if n == 1 else 1)
+    ]
+    return max(runs, key=lambda run: run["decode_tps_per_stream"])
 
 
 def collect(args: argparse.Namespace | None = None) -> dict[str, Any]:

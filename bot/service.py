@@ -20,14 +20,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot import store_admin
 from bot.conversation import ScaffoldBound, Turn, fit_conversation, measure_scaffold
-from bot.engine_client import EngineClient, Sampling, StreamEnd, Usage
+from bot.engine_client import EngineClient, Sampling, StreamEnd
 from bot.errors import ParleyError, QueueFull
 from bot.incoming import Incoming, Outcome, State
 from bot.queue import FairQueue, QueuedJob
 from bot.store import Conversation, Job, JobStatus, Message, MessageStatus, Store, User
-from bot.store_intake import accept_message
+from bot.store_jobs import Reply, accept_message, begin_job, finish_job
 
 log = logging.getLogger(__name__)
 
@@ -283,9 +282,7 @@ class ChatService:
 
     async def _answer(self, job: QueuedJob[WorkItem]) -> None:
         item = job.payload
-        await self.store.set_job_status(item.job.id, "running")
-        history = await self.store.history(item.conversation.id, through_message_id=item.message.id)
-        system = await self.store.get_user_setting(item.user.id, SYSTEM_PROMPT_KEY)
+        history, system = await begin_job(self.store, item.job, SYSTEM_PROMPT_KEY)
         try:
             fitted = await fit_conversation(
                 self.system_prompt if system is None else system,
@@ -358,28 +355,18 @@ class ChatService:
 
     async def _finish(self, item: WorkItem, outcome: Outcome) -> None:
         """Store the reply (partial text kept, marked) and close the job; then show it."""
-        reply_id = None
+        reply = None
         if outcome.text or outcome.state == "done":
-            usage = outcome.usage or Usage()
-            stored = await self.store.add_message(
-                item.conversation.id,
-                "assistant",
-                outcome.text,
-                status=MESSAGE_STATUS[outcome.state],
-                token_count=usage.completion_tokens or None,
-                model=outcome.model or None,
-            )
-            reply_id = stored.id
-        await self.store.set_job_status(
-            item.job.id, JOB_STATUS[outcome.state], reply_message_id=reply_id, error=outcome.error
-        )
-        if outcome.state == "done" and outcome.usage is not None:
+            usage = outcome.usage if outcome.state == "done" else None
             ttft = (item.first_token - item.enqueued) * 1000 if item.first_token else None
-            await store_admin.record_usage(
-                self.store, item.job.id, prompt_tokens=outcome.usage.prompt_tokens,
-                completion_tokens=outcome.usage.completion_tokens, ttft_ms=ttft,
-                model=outcome.model,
+            reply = Reply(
+                outcome.text, MESSAGE_STATUS[outcome.state], outcome.model or None,
+                usage.prompt_tokens if usage else None,
+                (outcome.usage.completion_tokens or None) if outcome.usage else None,
+                ttft if usage else None,
             )  # fmt: skip
+        await finish_job(self.store, item.job, JOB_STATUS[outcome.state], reply, outcome.error)
+        if outcome.state == "done" and outcome.usage is not None:
             self._recent.append((time.monotonic(), outcome.usage.completion_tokens))
         delivery = asyncio.create_task(self._deliver(item, outcome), name=f"reply-{item.job.id}")
         self._deliveries.add(delivery)

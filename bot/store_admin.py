@@ -32,18 +32,6 @@ class UsageRow:
     mean_ttft_ms: float | None
 
 
-async def record_usage(
-    store: Store, job_id: int, *, prompt_tokens: int, completion_tokens: int,
-    ttft_ms: float | None, model: str,
-) -> None:  # fmt: skip
-    async with store.transaction() as db:
-        await db.execute(
-            "UPDATE jobs SET prompt_tokens = ?, completion_tokens = ?, ttft_ms = ?, model = ?"
-            " WHERE id = ?",
-            (prompt_tokens, completion_tokens, ttft_ms, model or None, job_id),
-        )
-
-
 async def allow(store: Store, platform: str, user_id: str) -> None:
     async with store.transaction() as db:
         await db.execute(

@@ -1,0 +1,113 @@
+"""A job's three writes on the message path, one transaction and one round trip each.
+
+Every message is accepted (ban check, user, conversation, message, queued job), begun (marked
+running, its history and the user's system prompt read) and finished (the reply stored, the job
+closed, its usage recorded). With one aiosqlite round trip per statement those took about a
+dozen trips, 3-4 ms of the bot's per-message overhead in bench/bot.py; through
+``Store.atomic`` each is one. The user's message and job are committed before the job is
+queued, and the reply before it is shown, as DESIGN.md asks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from bot.store import Store
+from bot.store_rows import (
+    HISTORY_SQL,
+    Conversation,
+    Job,
+    JobStatus,
+    Message,
+    MessageStatus,
+    User,
+    active_conversation,
+    insert_job,
+    insert_message,
+    message_from_row,
+    update_job,
+    upsert_user,
+)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    user: User
+    conversation: Conversation
+    message: Message
+    job: Job
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer to store: its text, message status, and what it cost."""
+
+    content: str
+    status: MessageStatus
+    model: str | None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_ms: float | None = None
+
+
+async def accept_message(
+    store: Store, platform: str, platform_user_id: str, name: str, chat_id: str, content: str
+) -> Accepted | None:
+    """Store the message and its queued job for the user's active conversation in this chat
+    (user and conversation created when new); None, storing nothing, if the user is banned."""
+
+    def accept(db: sqlite3.Connection) -> Accepted | None:
+        banned = db.execute(
+            "SELECT 1 FROM bans WHERE platform = ? AND platform_user_id = ?",
+            (platform, platform_user_id),
+        ).fetchone()
+        if banned:
+            return None
+        user = upsert_user(db, platform, platform_user_id, name)
+        conversation = active_conversation(db, user, chat_id)
+        message = insert_message(db, conversation.id, "user", content, "complete", None, None)
+        return Accepted(user, conversation, message, insert_job(db, message, user.id))
+
+    return await store.atomic(accept)
+
+
+async def begin_job(store: Store, job: Job, setting: str) -> tuple[list[Message], str | None]:
+    """Mark the job running; its prompt's history (through its message) and the user's
+    ``setting`` (their system prompt, None if unset)."""
+
+    def begin(db: sqlite3.Connection) -> tuple[list[Message], str | None]:
+        update_job(db, job.id, "running", None, None)
+        rows = db.execute(HISTORY_SQL, (job.conversation_id, job.message_id, job.message_id))
+        history = [message_from_row(row) for row in rows]
+        found = db.execute(
+            "SELECT value FROM user_settings WHERE user_id = ? AND key = ?", (job.user_id, setting)
+        ).fetchone()
+        return history, None if found is None else str(found[0])
+
+    return await store.atomic(begin)
+
+
+async def finish_job(
+    store: Store, job: Job, status: JobStatus, reply: Reply | None, error: str | None
+) -> int | None:
+    """Store the reply (if any), close the job and record its usage; the reply's message id."""
+
+    def finish(db: sqlite3.Connection) -> int | None:
+        reply_id = None
+        if reply is not None:
+            stored = insert_message(
+                db, job.conversation_id, "assistant", reply.content, reply.status,
+                reply.completion_tokens, reply.model,
+            )  # fmt: skip
+            reply_id = stored.id
+        update_job(db, job.id, status, reply_id, error)
+        if reply is not None and reply.prompt_tokens is not None:
+            db.execute(
+                "UPDATE jobs SET prompt_tokens = ?, completion_tokens = ?, ttft_ms = ?, model = ?"
+                " WHERE id = ?",
+                (reply.prompt_tokens, reply.completion_tokens, reply.ttft_ms, reply.model, job.id),
+            )
+        return reply_id
+
+    return await store.atomic(finish)
