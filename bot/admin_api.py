@@ -19,6 +19,7 @@ from aiohttp import web
 from bot import store_admin
 from bot.errors import ParleyError
 from bot.model_catalog import local_models
+from bot.redact import redact
 from bot.service import ChatService
 
 SERVICE = web.AppKey("service", ChatService)
@@ -40,7 +41,8 @@ def split_person(who: str) -> tuple[str, str]:
 @web.middleware
 async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), request.app[TOKEN].encode()):
+    expected = request.app[TOKEN]
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         return web.json_response({"error": "wrong or missing admin token"}, status=401)
     try:
         response: web.StreamResponse = await handler(request)
@@ -75,7 +77,7 @@ async def status(request: web.Request) -> web.Response:
         "up_since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(service.started_at)),
         "adapters": request.app[INFO].get("adapters", []),
         "engine": {
-            "url": service.engine.base_url, "model": service.model, "n_ctx": service.n_ctx,
+            "url": redact(service.engine.base_url), "model": service.model, "n_ctx": service.n_ctx,
             "status": health.status, "slots_busy": health.slots_busy,
             "slots_total": health.slots_total,
         },
@@ -172,8 +174,16 @@ async def serve_admin(
     try:
         await web.UnixSite(runner, str(socket)).start()
         if write_token:
-            token_path(socket).write_text(token)
+            _write_private(token_path(socket), token)
     finally:
         os.umask(old_mask)
     os.chmod(socket, 0o600)
     return runner
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a fresh mode-600 file: a stale one (another mode, a link) is replaced, not reused."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as sink:
+        sink.write(text)

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from bot import redact
 from bot.errors import ParleyError
 
 EXAMPLES = {
@@ -227,6 +228,7 @@ def pull(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
+    redact.install()  # a failed pull prints huggingface_hub's error; HF_TOKEN stays out of it
     try:
         if args.command == "model" and args.action == "pull":
             return pull(args)
@@ -234,12 +236,14 @@ def main(argv: Sequence[str]) -> int:
         from bot.settings import load_settings
 
         settings = load_settings()
+        redact.install(redact.settings_secrets(settings))
         socket = admin_socket_path(settings)
         token = settings.admin_token.get_secret_value() if settings.admin_token else ""
         token_file = socket.with_suffix(".token")
         if not token and token_file.exists():
             token = token_file.read_text().strip()
+        redact.REDACTOR.add(token)
         return asyncio.run(run(args, AdminClient(socket, token)))
     except ParleyError as exc:
-        print(f"parley admin: {exc}", file=sys.stderr)
+        print(f"parley admin: {redact.redact(str(exc))}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from bot import redact
 from bot.errors import ParleyError
 
 USAGE = """usage: parley COMMAND [ARGS...]
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return asyncio.run(_chat_or_run(command, options))
         except ParleyError as exc:
-            print(f"parley: {exc}", file=sys.stderr)
+            print(f"parley: {redact.redact(str(exc))}", file=sys.stderr)
             return 1
     print(f"parley: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
     return 2
@@ -88,10 +89,12 @@ async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
     }
     if options.model is not None:
         overrides_given["model"] = options.model
+    redact.install()  # before settings: a ConfigError is printed through it
     settings = load_settings(**overrides_given)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    redact.install(redact.settings_secrets(settings))  # every root handler, masked
     platforms = command == "run" and bool(settings.platform_tokens)
     if command == "run" and not platforms:
         print("No DISCORD_TOKEN or TELEGRAM_TOKEN set: opening the terminal chat.", flush=True)
@@ -99,6 +102,7 @@ async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
         model=options.model, system_prompt=options.system, sampling=sampling_from(settings)
     )
     app = Parley(settings, overrides)
+    redact.REDACTOR.add(app.admin_token)  # the one it made for its own engine, if any
     async with app as service:
         if platforms:
             return await run_platforms(settings, service, app.admin_info)

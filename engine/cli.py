@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -168,22 +168,67 @@ async def serve(config: EngineConfig, host: str, port: int, admin_token: str) ->
         runtime.stop()
 
 
+SECRET_VARIABLES = ("ADMIN_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+class SecretFilter(logging.Filter):
+    """Masks the engine's secrets (ADMIN_TOKEN, the Hugging Face token) in every log record.
+
+    The bot has its own (bot/redact.py); the engine imports nothing from the bot, and needs
+    only exact values: it never logs platform URLs.
+    """
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        super().__init__()
+        found = {environ.get(name, "").strip() for name in SECRET_VARIABLES}
+        # Like the bot's: a value under 8 characters is a word, not a token; masking it would
+        # mangle every line that has the word.
+        self.secrets = sorted((s for s in found if len(s) >= 8), key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = f"{record.msg} {record.args!r}"
+        record.msg, record.args = self.redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        return True
+
+
+def setup_logging(level: str, environ: Mapping[str, str] = os.environ) -> SecretFilter:
+    """Log to stderr (the bot copies it to engine.log) with secrets masked on every handler."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    secrets = SecretFilter(environ)
+    for handler in [*logging.getLogger().handlers, logging.lastResort]:
+        if handler is not None:
+            handler.addFilter(secrets)
+    return secrets
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "parley engine") -> int:
     args = build_parser(prog).parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    secrets = setup_logging(args.log_level)
     try:
         config = config_from_args(args)
         read_gguf_header(resolve_model_path(config.model))  # fail fast, before binding
         asyncio.run(serve(config, args.host, args.port, os.environ.get("ADMIN_TOKEN", "")))
     except ModelUnavailableError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {secrets.redact(str(exc))}", file=sys.stderr)
         return EXIT_MODEL_UNAVAILABLE
     except EngineError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {secrets.redact(str(exc))}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. the port is taken
-        print(f"{prog}: error: {exc.strerror or exc}", file=sys.stderr)
+        print(f"{prog}: error: {secrets.redact(str(exc.strerror or exc))}", file=sys.stderr)
         return 1
     return 0
