@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import io
 import signal
 import sys
 import threading
@@ -50,6 +51,10 @@ class ConsoleReply:
         self.out.write(text)
         self.out.flush()
 
+    async def restarted(self) -> None:
+        self.out.write("\n↻ the engine restarted; writing the answer again\n")
+        self.out.flush()
+
     async def finished(self, outcome: Outcome) -> None:
         lines = [""]
         if outcome.state == "stopped":
@@ -89,6 +94,10 @@ class Console:
         self.inp = inp
         self.out = out
         self.interactive = inp.isatty() and out.isatty()
+        if isinstance(inp, io.TextIOWrapper):
+            # Bytes that are not valid in the terminal's encoding must reach the bot (which
+            # refuses them clearly), not kill the reading thread and leave the chat hanging.
+            inp.reconfigure(errors="surrogateescape")
         self.user_id = _user_name()
         self.lines: asyncio.Queue[str | None] = asyncio.Queue()
         self.backlog: deque[str | None] = deque()  # read while an answer streamed, in order
@@ -160,9 +169,11 @@ class Console:
             self.lines.put_nowait(None)
 
     def _read_lines(self, loop: asyncio.AbstractEventLoop) -> None:
-        for line in self.inp:
-            loop.call_soon_threadsafe(self.lines.put_nowait, line)
-        loop.call_soon_threadsafe(self.lines.put_nowait, None)
+        try:
+            for line in self.inp:
+                loop.call_soon_threadsafe(self.lines.put_nowait, line)
+        finally:  # the end of input, or a read that failed: the chat ends instead of hanging
+            loop.call_soon_threadsafe(self.lines.put_nowait, None)
 
 
 def _user_name() -> str:

@@ -105,6 +105,9 @@ class Parley:
             model=card.name,
             admin_token=self.admin_token,
             models_dir=settings.models_dir,
+            supervisor=self.engine,
+            engine_wait=settings.engine_start_timeout,
+            on_model_switch=self.engine.use_model if self.engine else None,
         )
         service.start(workers=health.slots_total)
         self.service = service

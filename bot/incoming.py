@@ -46,6 +46,9 @@ class ReplySink(Protocol):
     def delta(self, text: str) -> None:
         """More of the answer (never blocks)."""
 
+    async def restarted(self) -> None:
+        """The engine died mid-answer and it is being written again: drop the text so far."""
+
     async def finished(self, outcome: Outcome) -> None:
         """The answer is complete, stopped or failed; show the final state."""
 
@@ -60,3 +63,20 @@ class Incoming:
     user_name: str
     text: str
     reply: ReplySink
+
+
+NOT_UNICODE = (
+    "I can't read that message: it has characters that are not valid Unicode (broken or "
+    "half-encoded text), so nothing was stored. Please send it again as plain text."
+)
+
+
+def is_valid_unicode(text: str) -> bool:
+    """False when ``text`` holds lone surrogates. A platform's JSON can carry them (``"\\ud800"``)
+    and the terminal turns undecodable bytes into them, but they are not text: SQLite, UTF-8
+    and the platforms' APIs all refuse them, so the bot must refuse them first."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

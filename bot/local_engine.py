@@ -3,6 +3,12 @@
 The engine runs as ``python -m engine --port 0``; it prints ``listening on URL`` once bound,
 and ``/health`` turns ``ok`` when the model is loaded. On Linux the child is asked to die
 with its parent (PR_SET_PDEATHSIG), so even a ``kill -9`` of the bot leaves no orphan engine.
+
+Once started it is supervised: an exit (kill -9, OOM, a native assert) is seen at once, an
+engine that stops answering ``/health`` within ``HUNG_AFTER`` s; either way it is killed and
+started again, at once the first time and with growing pauses (``BACKOFF``) if it keeps
+dying soon after a start. ``ready`` is clear while it is down, so workers wait instead of
+failing, and the client's URL follows the new port.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import itertools
 import logging
 import os
 import signal
@@ -26,6 +33,10 @@ from bot.errors import EngineUnavailable, ModelUnavailable
 log = logging.getLogger(__name__)
 
 EXIT_MODEL_UNAVAILABLE = 3  # the engine's exit code when the model cannot be downloaded
+HEALTH_EVERY = 0.5  # seconds between liveness checks
+HUNG_AFTER = 6.0  # seconds without a /health answer before a live process counts as hung
+BACKOFF = (0.0, 1.0, 2.0, 5.0, 10.0, 30.0)  # pause before restart n, after quick deaths
+STABLE_AFTER = 60.0  # seconds up after which a death counts as the first again
 
 
 def _die_with_parent() -> None:
@@ -46,13 +57,35 @@ class LocalEngine:
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr_tail: deque[str] = deque(maxlen=20)
         self._pump: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._timeout = 600.0
+        self._started_at = 0.0
+        self._client: EngineClient | None = None
+        self.ready = asyncio.Event()  # set while the engine serves
+        self.restarts = 0
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
     async def start(self, session: aiohttp.ClientSession, timeout: float) -> EngineClient:
-        """Spawn the engine and wait until it serves; raise EngineUnavailable with its error."""
+        """Spawn the engine, wait until it serves, and supervise it from then on; raise
+        EngineUnavailable (ModelUnavailable) with the engine's own error if it cannot start."""
+        self._timeout = timeout
+        client = self._client = EngineClient("http://127.0.0.1", session)
+        await self._launch(client)
+        self.ready.set()
+        self._supervisor = asyncio.create_task(
+            self._supervise(client), name="parley-engine-supervisor"
+        )
+        return client
+
+    def use_model(self, spec: str) -> None:
+        """Restarts load ``spec``: the model the engine was last switched to."""
+        if "--model" in self.args:
+            self.args[self.args.index("--model") + 1] = spec
+
+    async def _launch(self, client: EngineClient) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "engine", "--port", "0", *self.args,
@@ -61,6 +94,7 @@ class LocalEngine:
             env={**os.environ, **(self.env or {})},
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )  # fmt: skip
+        self._started_at = time.monotonic()
         self._pump = asyncio.create_task(self._copy_stderr())
         assert self._proc.stdout is not None
         line = (await self._proc.stdout.readline()).decode().strip()
@@ -68,38 +102,97 @@ class LocalEngine:
             await self._proc.wait()
             await self._pump
             raise self._failure()
-        self.url = line.split()[-1]
-        client = EngineClient(self.url, session)
-        deadline = time.monotonic() + timeout
+        self.url = client.base_url = line.split()[-1]
+        deadline = time.monotonic() + self._timeout
         while time.monotonic() < deadline:
             if self._proc.returncode is not None:
                 await self._pump
                 raise self._failure()
             with contextlib.suppress(EngineUnavailable):
                 if (await client.health()).status == "ok":
-                    return client
+                    return
             await asyncio.sleep(0.1)
-        await self.stop()
-        raise EngineUnavailable(f"the engine did not become ready within {timeout:.0f} s")
+        await self._kill()
+        raise EngineUnavailable(f"the engine did not become ready within {self._timeout:.0f} s")
 
-    async def wait(self) -> int:
-        """Wait for the engine to exit (it should not, while the bot runs)."""
+    async def _supervise(self, client: EngineClient) -> None:
+        quick_deaths = 0
+        while True:
+            reason = await self._trouble(client)
+            self.ready.clear()
+            if time.monotonic() - self._started_at >= STABLE_AFTER:
+                quick_deaths = 0
+            await self._kill()
+            for attempt in itertools.count(quick_deaths):
+                pause = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+                log.error("the engine %s; restarting it in %g s", reason, pause)
+                await asyncio.sleep(pause)
+                try:
+                    await self._launch(client)
+                    break
+                except EngineUnavailable as exc:
+                    reason = f"could not restart ({exc})"
+            quick_deaths += 1
+            self.restarts += 1
+            log.warning("the engine is back (restart %d)", self.restarts)
+            self.ready.set()
+
+    async def recovered(self, timeout: float) -> None:
+        """Return once the engine serves again after a request to it failed: at once if it
+        still answers /health (the loss was the connection's), else when the supervisor has
+        restarted it; EngineUnavailable if that takes over ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.ready.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.ready.wait(), deadline - time.monotonic())
+                continue
+            try:
+                assert self._client is not None
+                await asyncio.wait_for(self._client.health(), HEALTH_EVERY * 2)
+                return
+            except (EngineUnavailable, TimeoutError):
+                await asyncio.sleep(0.05)  # the supervisor is about to see the exit
+        raise EngineUnavailable("the engine is down and did not come back")
+
+    async def _trouble(self, client: EngineClient) -> str:
+        """Wait until the engine exits or stops answering; say which."""
         assert self._proc is not None
-        return await self._proc.wait()
+        proc, last_answer = self._proc, time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                code = await asyncio.wait_for(proc.wait(), HEALTH_EVERY)
+                return f"exited with code {code}"
+            try:
+                await asyncio.wait_for(client.health(), HEALTH_EVERY * 2)
+                last_answer = time.monotonic()
+            except (EngineUnavailable, TimeoutError):
+                if time.monotonic() - last_answer > HUNG_AFTER:
+                    return f"stopped answering for {HUNG_AFTER:g} s"
 
     async def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 10 s; never leaves the child running."""
+        """Stop supervising, then SIGTERM, then SIGKILL after 10 s; never leaves it running."""
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        self.ready.clear()
+        await self._kill(grace=10.0)
+
+    async def _kill(self, grace: float = 0.0) -> None:
         proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        if proc is not None and proc.returncode is None:
+            if grace > 0:
+                proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), grace)
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
         if self._pump is not None:
             await self._pump
+            self._pump = None
 
     async def _copy_stderr(self) -> None:
         """Keep the engine's log in a file (and its last lines for error messages)."""

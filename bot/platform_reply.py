@@ -18,6 +18,7 @@ from bot.replies import RateLimited, ReplySurface, StreamedReply
 log = logging.getLogger(__name__)
 
 PLACEHOLDER = "…"
+RESTARTED = "↻ the engine restarted; writing the answer again…"
 DROPPED_NOTE = "\n\n(older messages were left out to fit the model's context)"
 TYPING_EVERY = 4.0  # seconds; platforms show "typing" for about 5 s per call
 
@@ -88,6 +89,12 @@ class PlatformReply:
             self._early.append(text)
         else:
             self.reply.append(text)
+
+    async def restarted(self) -> None:
+        if self.reply is None:
+            self._early.clear()
+        else:
+            self.reply.restart(RESTARTED)
 
     async def finished(self, outcome: Outcome) -> None:
         await self._started.wait()

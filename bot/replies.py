@@ -315,6 +315,15 @@ class StreamedReply:
         self._deltas.append(delta)
         self._kick()
 
+    def restart(self, status: str) -> None:
+        """Drop the answer so far (it is being written again): the current message shows
+        ``status`` until new text comes; messages already filled stay as they are."""
+        if self._final is None:
+            kept = self.text[: self._base]
+            self._deltas[:] = [kept] if kept else []
+            self._status = status
+            self._kick()
+
     async def finish(self, state: FinishState, note: str | None = None) -> str:
         """Make the final text land (retrying rate limits for as long as it takes) and return
         it: the answer plus how it ended, as ``final_text`` builds it. Errors other than
@@ -372,7 +381,7 @@ class StreamedReply:
         State advances only after a call succeeds, so calling again after a failure is safe.
         """
         final, text = self._final, self.text
-        if final is None and not text:
+        if final is None and len(text) <= self._base:
             if self._status is not None:
                 await self._show(_visible(self._status[: self._limit]))
             return

@@ -17,13 +17,15 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from bot.conversation import ScaffoldBound, Turn, fit_conversation, measure_scaffold
 from bot.engine_client import EngineClient, Sampling, StreamEnd
-from bot.errors import ParleyError, QueueFull
-from bot.incoming import Incoming, Outcome, State
+from bot.errors import EngineUnavailable, ParleyError, QueueFull
+from bot.incoming import NOT_UNICODE, Incoming, Outcome, State, is_valid_unicode
 from bot.queue import FairQueue, QueuedJob
 from bot.store import Conversation, Job, JobStatus, Message, MessageStatus, Store, User
 from bot.store_jobs import Reply, accept_message, begin_job, finish_job
@@ -31,7 +33,11 @@ from bot.store_jobs import Reply, accept_message, begin_job, finish_job
 log = logging.getLogger(__name__)
 
 POSITION_EVERY = 2.0  # seconds between updates of the "queued (#n)" statuses
+POSITIONS_SHOWN = 20  # only the first places get updates: a 1,000-deep queue would otherwise
+# cost hundreds of edits a second (Telegram allows a bot about 30 messages a second)
 DELIVERY_GRACE = 10.0  # seconds stop() waits for final texts still being shown
+ENGINE_ATTEMPTS = 2  # an answer cut off by a dying engine is written once more
+ENGINE_LOST = "the engine stopped while writing this answer; please send your message again"
 SYSTEM_PROMPT_KEY = "system_prompt"
 MODEL_KEY = "model"  # the operator's last model choice, used again after a restart
 JOB_STATUS: dict[State, JobStatus] = {"done": "done", "stopped": "cancelled", "error": "failed"}
@@ -40,6 +46,14 @@ MESSAGE_STATUS: dict[State, MessageStatus] = {
     "stopped": "cancelled",
     "error": "failed",
 }
+
+
+class EngineSupervisor(Protocol):
+    """What the service needs of a supervised engine (bot/local_engine.py)."""
+
+    ready: asyncio.Event  # set while the engine serves
+
+    async def recovered(self, timeout: float) -> None: ...
 
 
 @dataclass
@@ -70,9 +84,20 @@ class ChatService:
         admin_token: str | None = None,
         models_dir: Path | None = None,
         position_every: float = POSITION_EVERY,
+        positions_shown: int = POSITIONS_SHOWN,
+        supervisor: EngineSupervisor | None = None,
+        engine_wait: float = 600.0,
+        on_model_switch: Callable[[str], None] | None = None,
     ) -> None:
+        """``supervisor`` restarts a local engine that dies: workers wait for it (up to
+        ``engine_wait`` s) instead of failing the jobs they take; ``on_model_switch`` hears
+        each model switched to (so a restarted engine loads it)."""
         self.store = store
+        self.supervisor = supervisor
+        self.engine_wait = engine_wait
+        self.on_model_switch = on_model_switch
         self.position_every = position_every
+        self.positions_shown = positions_shown
         self.engine = engine
         self.sampling = sampling
         self.system_prompt = system_prompt
@@ -125,6 +150,9 @@ class ChatService:
         """Accept one user message: refuse it clearly, or store it and queue its answer."""
         if not incoming.text.strip():
             await incoming.reply.notice("Send me some text and I'll answer.")
+            return
+        if not is_valid_unicode(incoming.text):
+            await incoming.reply.notice(NOT_UNICODE)
             return
         key = _user_key(incoming)
         try:
@@ -255,6 +283,8 @@ class ChatService:
             card = await self.engine.switch_model(spec, self._admin_token, now=now)
             self.model, self.n_ctx = card.name, card.n_ctx
             await self.store.set_setting(MODEL_KEY, spec)
+            if self.on_model_switch is not None:
+                self.on_model_switch(spec)
             return card.name
 
     # ---- workers ----------------------------------------------------------------------
@@ -283,24 +313,44 @@ class ChatService:
     async def _answer(self, job: QueuedJob[WorkItem]) -> None:
         item = job.payload
         history, system = await begin_job(self.store, item.job, SYSTEM_PROMPT_KEY)
-        try:
-            fitted = await fit_conversation(
-                self.system_prompt if system is None else system,
-                [Turn(m.role, m.content) for m in history],
-                n_ctx=self.n_ctx,
-                max_tokens=self.sampling.max_tokens,
-                count_tokens=self.engine.count_tokens,
-                bound=await self._scaffold_bound(),
-            )
-        except ParleyError as exc:
-            await self._finish(item, Outcome("error", "", error=str(exc)))
+        turns = [Turn(m.role, m.content) for m in history]
+        for attempt in range(1, ENGINE_ATTEMPTS + 1):
+            last = attempt == ENGINE_ATTEMPTS
+            try:
+                await self._engine_ready(after_failure=attempt > 1)
+                fitted = await fit_conversation(
+                    self.system_prompt if system is None else system, turns,
+                    n_ctx=self.n_ctx, max_tokens=self.sampling.max_tokens,
+                    count_tokens=self.engine.count_tokens, bound=await self._scaffold_bound(),
+                )  # fmt: skip
+            except EngineUnavailable:
+                if last:
+                    await self._finish(item, Outcome("error", "", error=ENGINE_LOST))
+                    return
+                continue
+            except ParleyError as exc:
+                await self._finish(item, Outcome("error", "", error=str(exc)))
+                return
+            state, end, failure = await self._stream(job, fitted.messages)
+            lost = isinstance(failure, EngineUnavailable) and not job.cancelled.is_set()
+            if lost and not last:
+                log.warning("job %d lost its engine; writing it again", item.job.id)
+                item.reply_text.clear()
+                item.first_token = None
+                await item.incoming.reply.restarted()
+                continue
+            error = ENGINE_LOST if lost else _describe(failure)
+            text = "".join(item.reply_text)
+            usage, model = (end.usage, end.model) if end else (None, "")
+            await self._finish(item, Outcome(state, text, error, usage, model, fitted.dropped))
             return
-        state, end, error = await self._stream(job, fitted.messages)
-        usage = end.usage if end else None
-        outcome = Outcome(
-            state, "".join(item.reply_text), error, usage, end.model if end else "", fitted.dropped
-        )
-        await self._finish(item, outcome)
+
+    async def _engine_ready(self, after_failure: bool) -> None:
+        """Wait while a supervised engine restarts (after a failed request: until it is known
+        to serve again); EngineUnavailable if it stays down."""
+        supervisor = self.supervisor
+        if supervisor is not None and (after_failure or not supervisor.ready.is_set()):
+            await supervisor.recovered(self.engine_wait)
 
     async def _scaffold_bound(self) -> ScaffoldBound | None:
         """The current model's template size, measured on its first use (None if the engine
@@ -316,8 +366,9 @@ class ChatService:
 
     async def _stream(
         self, job: QueuedJob[WorkItem], messages: list[dict[str, str]]
-    ) -> tuple[State, StreamEnd | None, str | None]:
-        """Stream into the sink until done, failed, or cancelled (which closes the request)."""
+    ) -> tuple[State, StreamEnd | None, BaseException | None]:
+        """Stream into the sink until done, failed (with the error), or cancelled (which closes
+        the request)."""
         item = job.payload
         ended: list[StreamEnd] = []
 
@@ -344,10 +395,9 @@ class ChatService:
                 await streaming
             return "stopped", ended[0] if ended else None, None
         if (exc := streaming.exception()) is not None:
-            message = str(exc) if isinstance(exc, ParleyError) else "the engine failed"
             if not isinstance(exc, ParleyError):
                 log.error("stream failed", exc_info=exc)
-            return "error", None, message
+            return "error", None, exc
         end = ended[0] if ended else None
         if end is not None and end.finish_reason == "cancelled":
             return "stopped", end, None
@@ -379,10 +429,13 @@ class ChatService:
             log.exception("the final text of job %d could not be shown", item.job.id)
 
     async def _show_positions(self) -> None:
-        """Every ``position_every`` seconds, tell each queued message whose place changed."""
+        """Every ``position_every`` seconds, tell each queued message in the first
+        ``positions_shown`` places whose place changed (the rest keep the place they were
+        first shown until they get there)."""
         while True:
             await asyncio.sleep(self.position_every)
-            for position, job in enumerate(self.queue.jobs_in_order(), 1):
+            front = itertools.islice(self.queue.jobs_in_order(), self.positions_shown)
+            for position, job in enumerate(front, 1):
                 item = job.payload
                 if item.shown_position is not None and item.shown_position != position:
                     item.shown_position = position
@@ -390,6 +443,12 @@ class ChatService:
                         await item.incoming.reply.queued(position)
                     except Exception as exc:  # a stale position is cosmetic
                         log.debug("queue position update failed: %s", exc)
+
+
+def _describe(failure: BaseException | None) -> str | None:
+    if failure is None:
+        return None
+    return str(failure) if isinstance(failure, ParleyError) else "the engine failed"
 
 
 def _user_key(incoming: Incoming) -> str:

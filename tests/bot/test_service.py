@@ -33,6 +33,7 @@ class Recorder:
     text: str = ""
     outcome: Outcome | None = None
     started_at: float | None = None
+    restarts: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
     first_delta: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -53,6 +54,10 @@ class Recorder:
     def delta(self, text: str) -> None:
         self.text += text
         self.first_delta.set()
+
+    async def restarted(self) -> None:
+        self.restarts += 1
+        self.text = ""
 
     async def finished(self, outcome: Outcome) -> None:
         self.outcome = outcome
@@ -126,6 +131,25 @@ async def test_waiting_users_see_their_place_in_the_queue_move_up(service: ChatS
     assert 1 in carol.positions[1:]  # moved up when bob's turn came
     assert bob.started_at is not None and carol.started_at is not None
     assert bob.started_at < carol.started_at
+
+
+async def test_only_the_front_of_a_long_queue_gets_position_updates(
+    service: ChatService,
+) -> None:
+    service.sampling = Sampling(max_tokens=48, temperature=0)
+    service.positions_shown = 1
+    log: list[str] = []
+    first, _ = say("alice", "first", log)
+    await service.handle(first)
+    waiting = []
+    for user in ("bob", "carol", "dave"):
+        incoming, sink = say(user, f"{user} waits", log)
+        await service.handle(incoming)
+        waiting.append(sink)
+    bob, carol, dave = waiting
+    await asyncio.wait_for(dave.done.wait(), 120)
+    assert (bob.positions, carol.positions) == ([1], [2, 1])  # carol: updated at the front
+    assert dave.positions == [3, 1]  # not told of 2nd place: not the front
 
 
 async def test_stop_cancels_a_running_answer_and_keeps_the_partial_text(
