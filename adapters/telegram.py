@@ -24,7 +24,7 @@ from telegram.ext import (
 
 from adapters.telegram_surface import STOP_PREFIX, ChatPacer, TelegramSurface
 from bot.errors import ParleyError
-from bot.incoming import Incoming
+from bot.incoming import NOT_UNICODE, Incoming, is_valid_unicode
 from bot.platform_reply import PlatformReply
 from bot.service import ChatService
 from bot.settings import Settings
@@ -45,6 +45,7 @@ HELP = (
     + "\n".join(f"/{c.command} — {c.description}" for c in COMMANDS)
 )
 TEXT_ONLY = "I can only read text messages."
+SHOWN_PROMPT = 1900  # characters of a system prompt /system shows: 4096 UTF-16 units at worst
 Context = ContextTypes.DEFAULT_TYPE
 
 
@@ -129,15 +130,12 @@ class TelegramAdapter:
         if message.chat.type == ChatType.PRIVATE:
             return text
         username = f"@{self.application.bot.username}".lower()
+        to_bot = self._for_me(message)
+        if not is_valid_unicode(text):  # PTB cannot cut entities out of it; the bot refuses it
+            return text if to_bot or username in text.lower() else None
         mentioned = any(
             entity.type == MessageEntityType.MENTION and mention.lower() == username
             for entity, mention in message.parse_entities([MessageEntityType.MENTION]).items()
-        )
-        replied = message.reply_to_message
-        to_bot = (
-            replied is not None
-            and replied.from_user is not None
-            and (replied.from_user.id == self.application.bot.id)
         )
         if not (mentioned or to_bot):
             return None
@@ -223,8 +221,11 @@ class TelegramAdapter:
         if message is None or not self._allowed(message) or message.from_user is None:
             return
         user = message.from_user
-        text = (message.text or "").partition(" ")[2].strip()
-        if text.lower() == "reset":
+        # What follows "/system" (or "/system@bot"), after a space or a newline.
+        text = "".join((message.text or "").split(maxsplit=1)[1:]).strip()
+        if not is_valid_unicode(text):
+            await message.reply_text(NOT_UNICODE)
+        elif text.lower() == "reset":
             await self.service.set_system_prompt(PLATFORM, str(user.id), user.full_name, None)
             await message.reply_text("Your system prompt is back to the default.")
         elif text:
@@ -232,10 +233,10 @@ class TelegramAdapter:
             await message.reply_text("Your system prompt is set.")
         else:
             current = await self.service.system_prompt_for(PLATFORM, str(user.id), user.full_name)
-            await message.reply_text(f"Your system prompt:\n{current}")
+            await message.reply_text(f"Your system prompt:\n{_shown_prompt(current)}")
 
     def _for_me(self, message: Message) -> bool:
-        """Non-text messages: answer in private chats, or in groups when replying to the bot."""
+        """Private chats, or group messages replying to the bot (mentions are checked apart)."""
         if message.chat.type == ChatType.PRIVATE:
             return True
         replied = message.reply_to_message
@@ -256,3 +257,10 @@ class TelegramAdapter:
         )
         user = message.from_user
         return Incoming(PLATFORM, str(message.chat_id), str(user.id), user.full_name, text, reply)
+
+
+def _shown_prompt(prompt: str) -> str:
+    """The prompt, cut to fit one Telegram message (a prompt set here can be 4096 long)."""
+    if len(prompt) <= SHOWN_PROMPT:
+        return prompt
+    return f"{prompt[:SHOWN_PROMPT]}… (and {len(prompt) - SHOWN_PROMPT} more characters)"

@@ -90,11 +90,7 @@ async def fit_conversation(
         return FittedConversation(system + turns, await cost(0), 0)
     alone = await cost(len(turns) - 1)
     if alone > budget:
-        raise TooLong(
-            f"Your message is too long for this model: it needs {alone} tokens of context "
-            f"but only {budget} are available ({n_ctx} minus {max_tokens} for the answer). "
-            "Please shorten it."
-        )
+        raise await _too_long(system, alone, n_ctx, max_tokens, count_tokens)
     low, high = 1, len(turns) - 1  # the fewest dropped messages that fit lies in [low, high]
     while low < high:
         middle = (low + high) // 2
@@ -104,6 +100,28 @@ async def fit_conversation(
             low = middle + 1
     kept = _start_with_user(turns[high:])
     return FittedConversation(system + kept, await cost(high), len(turns) - len(kept))
+
+
+async def _too_long(
+    system: list[dict[str, str]], alone: int, n_ctx: int, max_tokens: int, count: CountTokens
+) -> TooLong:
+    """Name what is too long: a system prompt that cannot fit with any message, else the
+    message (with the system prompt's share, which the user may not know about)."""
+    budget = n_ctx - max_tokens
+    room = f"only {budget} are available ({n_ctx} minus {max_tokens} for the answer)"
+    share = ""
+    if system:
+        prompt = await count([*system, {"role": "user", "content": ""}])
+        if prompt > budget:
+            return TooLong(
+                f"Your system prompt is too long for this model: it needs {prompt} tokens of "
+                f"context but {room}. Please set a shorter one."
+            )
+        share = f" ({prompt} of them for the system prompt)"
+    return TooLong(
+        f"Your message is too long for this model: it needs {alone} tokens of context"
+        f"{share} but {room}. Please shorten it."
+    )
 
 
 def _start_with_user(turns: list[dict[str, str]]) -> list[dict[str, str]]:
