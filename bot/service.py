@@ -18,17 +18,17 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from bot.conversation import ScaffoldBound, Turn, fit_conversation, measure_scaffold
 from bot.engine_client import EngineClient, Sampling, StreamEnd
 from bot.errors import EngineUnavailable, ParleyError, QueueFull
 from bot.incoming import NOT_UNICODE, Incoming, Outcome, State, is_valid_unicode
 from bot.queue import FairQueue, QueuedJob
-from bot.store import Conversation, Job, JobStatus, Message, MessageStatus, Store, User
+from bot.reply_tasks import Deliveries, show_positions
+from bot.store import Store
 from bot.store_jobs import Reply, accept_message, begin_job, finish_job
+from bot.work import JOB_STATUS, MESSAGE_STATUS, EngineSupervisor, WorkItem, describe, user_key
 
 log = logging.getLogger(__name__)
 
@@ -40,33 +40,6 @@ ENGINE_ATTEMPTS = 2  # an answer cut off by a dying engine is written once more
 ENGINE_LOST = "the engine stopped while writing this answer; please send your message again"
 SYSTEM_PROMPT_KEY = "system_prompt"
 MODEL_KEY = "model"  # the operator's last model choice, used again after a restart
-JOB_STATUS: dict[State, JobStatus] = {"done": "done", "stopped": "cancelled", "error": "failed"}
-MESSAGE_STATUS: dict[State, MessageStatus] = {
-    "done": "complete",
-    "stopped": "cancelled",
-    "error": "failed",
-}
-
-
-class EngineSupervisor(Protocol):
-    """What the service needs of a supervised engine (bot/local_engine.py)."""
-
-    ready: asyncio.Event  # set while the engine serves
-
-    async def recovered(self, timeout: float) -> None: ...
-
-
-@dataclass
-class WorkItem:
-    incoming: Incoming
-    user: User
-    conversation: Conversation
-    message: Message
-    job: Job
-    reply_text: list[str] = field(default_factory=list)
-    enqueued: float = field(default_factory=time.monotonic)
-    first_token: float | None = None
-    shown_position: int | None = None
 
 
 class ChatService:
@@ -109,7 +82,7 @@ class ChatService:
         self.queue: FairQueue[WorkItem] = FairQueue(max_pending_per_user, max_pending_total)
         self._running: dict[int, QueuedJob[WorkItem]] = {}
         self._workers: list[asyncio.Task[None]] = []
-        self._deliveries: set[asyncio.Task[None]] = set()  # final texts being shown
+        self._deliveries = Deliveries()
         self._bounds: dict[str, ScaffoldBound] = {}  # per model: fits without counting
         self._positions: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
@@ -122,7 +95,10 @@ class ChatService:
     def start(self, workers: int) -> None:
         for index in range(max(1, workers)):
             self._workers.append(asyncio.create_task(self._work(), name=f"parley-worker-{index}"))
-        self._positions = asyncio.create_task(self._show_positions(), name="parley-positions")
+        self._positions = asyncio.create_task(
+            show_positions(self.queue, self.position_every, lambda: self.positions_shown),
+            name="parley-positions",
+        )
 
     async def stop(self) -> None:
         """Stop running replies (they end as "stopped") and the workers."""
@@ -138,11 +114,7 @@ class ChatService:
                 await task
         self._workers.clear()
         self._positions = None
-        if self._deliveries:
-            _, late = await asyncio.wait(self._deliveries, timeout=DELIVERY_GRACE)
-            for task in late:
-                log.warning("a final reply could not be shown within %g s", DELIVERY_GRACE)
-                task.cancel()
+        await self._deliveries.drain(DELIVERY_GRACE)
 
     # ---- adapter calls ----------------------------------------------------------------
 
@@ -180,7 +152,7 @@ class ChatService:
         self, platform: str, chat_id: str, user_id: str, only: int | None = None
     ) -> int:
         """/stop: cancel the user's running and queued answers (or job ``only``); how many."""
-        key = _user_key_of(platform, user_id)
+        key = user_key(platform, user_id)
         count = 0
         for job in self.queue.jobs_of(key):
             if only is not None and job.payload.job.id != only:
@@ -246,7 +218,7 @@ class ChatService:
         chats = {
             job.payload.incoming.chat_id
             for job in [*self.queue.jobs_in_order(), *self._running.values()]
-            if job.user == _user_key_of(platform, user_id)
+            if job.user == user_key(platform, user_id)
         }
         return sum([await self.cancel(platform, chat, user_id) for chat in chats])
 
@@ -339,7 +311,7 @@ class ChatService:
                 item.first_token = None
                 await item.incoming.reply.restarted()
                 continue
-            error = ENGINE_LOST if lost else _describe(failure)
+            error = ENGINE_LOST if lost else describe(failure)
             text = "".join(item.reply_text)
             usage, model = (end.usage, end.model) if end else (None, "")
             await self._finish(item, Outcome(state, text, error, usage, model, fitted.dropped))
@@ -418,43 +390,8 @@ class ChatService:
         await finish_job(self.store, item.job, JOB_STATUS[outcome.state], reply, outcome.error)
         if outcome.state == "done" and outcome.usage is not None:
             self._recent.append((time.monotonic(), outcome.usage.completion_tokens))
-        delivery = asyncio.create_task(self._deliver(item, outcome), name=f"reply-{item.job.id}")
-        self._deliveries.add(delivery)
-        delivery.add_done_callback(self._deliveries.discard)
-
-    async def _deliver(self, item: WorkItem, outcome: Outcome) -> None:
-        try:
-            await item.incoming.reply.finished(outcome)
-        except Exception:  # the answer is stored; `parley admin history` still has it
-            log.exception("the final text of job %d could not be shown", item.job.id)
-
-    async def _show_positions(self) -> None:
-        """Every ``position_every`` seconds, tell each queued message in the first
-        ``positions_shown`` places whose place changed (the rest keep the place they were
-        first shown until they get there)."""
-        while True:
-            await asyncio.sleep(self.position_every)
-            front = itertools.islice(self.queue.jobs_in_order(), self.positions_shown)
-            for position, job in enumerate(front, 1):
-                item = job.payload
-                if item.shown_position is not None and item.shown_position != position:
-                    item.shown_position = position
-                    try:
-                        await item.incoming.reply.queued(position)
-                    except Exception as exc:  # a stale position is cosmetic
-                        log.debug("queue position update failed: %s", exc)
-
-
-def _describe(failure: BaseException | None) -> str | None:
-    if failure is None:
-        return None
-    return str(failure) if isinstance(failure, ParleyError) else "the engine failed"
+        self._deliveries.start(item, outcome)
 
 
 def _user_key(incoming: Incoming) -> str:
-    return _user_key_of(incoming.platform, incoming.user_id)
-
-
-def _user_key_of(platform: str, user_id: str) -> str:
-    """Fairness and limits are per person, across all the chats they talk in."""
-    return f"{platform}:{user_id}"
+    return user_key(incoming.platform, incoming.user_id)

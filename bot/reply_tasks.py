@@ -1,0 +1,63 @@
+"""The service's background work on replies: showing final texts, and queue positions.
+
+A worker hands the final text to a tracked task and moves on, so a chat's pacing or a 429
+never holds an engine slot; ``Deliveries.drain`` lets shutdown wait for them, bounded.
+Queue positions are shown every few seconds, only to the front of the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+
+from bot.incoming import Outcome
+from bot.queue import FairQueue
+from bot.work import WorkItem
+
+log = logging.getLogger(__name__)
+
+
+class Deliveries:
+    """Final texts being shown, one task each."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, item: WorkItem, outcome: Outcome) -> None:
+        task = asyncio.create_task(_deliver(item, outcome), name=f"reply-{item.job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to ``grace`` s for the texts still being shown; cancel the rest."""
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=grace)
+            for task in late:
+                log.warning("a final reply could not be shown within %g s", grace)
+                task.cancel()
+
+
+async def _deliver(item: WorkItem, outcome: Outcome) -> None:
+    try:
+        await item.incoming.reply.finished(outcome)
+    except Exception:  # the answer is stored; `parley admin history` still has it
+        log.exception("the final text of job %d could not be shown", item.job.id)
+
+
+async def show_positions(
+    queue: FairQueue[WorkItem], every: float, shown: Callable[[], int]
+) -> None:
+    """Every ``every`` seconds, tell each queued message in the first ``shown()`` places whose
+    place changed (the rest keep the place they were first shown until they get there)."""
+    while True:
+        await asyncio.sleep(every)
+        for position, job in enumerate(itertools.islice(queue.jobs_in_order(), shown()), 1):
+            item = job.payload
+            if item.shown_position is not None and item.shown_position != position:
+                item.shown_position = position
+                try:
+                    await item.incoming.reply.queued(position)
+                except Exception as exc:  # a stale position is cosmetic
+                    log.debug("queue position update failed: %s", exc)

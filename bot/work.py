@@ -1,0 +1,53 @@
+"""What the chat service keeps for each job while it is queued or running, and how its end
+is stored: the record a worker, the queue and the reply tasks share."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bot.errors import ParleyError
+from bot.incoming import Incoming, State
+from bot.store import Conversation, Job, JobStatus, Message, MessageStatus, User
+
+JOB_STATUS: dict[State, JobStatus] = {"done": "done", "stopped": "cancelled", "error": "failed"}
+MESSAGE_STATUS: dict[State, MessageStatus] = {
+    "done": "complete",
+    "stopped": "cancelled",
+    "error": "failed",
+}
+
+
+class EngineSupervisor(Protocol):
+    """What the service needs of a supervised engine (bot/local_engine.py)."""
+
+    ready: asyncio.Event  # set while the engine serves
+
+    async def recovered(self, timeout: float) -> None: ...
+
+
+@dataclass
+class WorkItem:
+    incoming: Incoming
+    user: User
+    conversation: Conversation
+    message: Message
+    job: Job
+    reply_text: list[str] = field(default_factory=list)
+    enqueued: float = field(default_factory=time.monotonic)
+    first_token: float | None = None
+    shown_position: int | None = None
+
+
+def describe(failure: BaseException | None) -> str | None:
+    """What the user is told about a failed answer."""
+    if failure is None:
+        return None
+    return str(failure) if isinstance(failure, ParleyError) else "the engine failed"
+
+
+def user_key(platform: str, user_id: str) -> str:
+    """Fairness and limits are per person, across all the chats they talk in."""
+    return f"{platform}:{user_id}"
