@@ -15,27 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
 from bot.settings import Settings
+from tests.adapters.bad_input_checks import Stored, check_prompt, first_turn, stored
 from tests.adapters.telegram_harness import TelegramBot, is_final, plain, telegram_bot
 from tests.adapters.test_console import base_env, stats
 from tests.emulators.telegram_api import TelegramEmulator
 from tests.emulators.telegram_models import BotMessage
 from tests.engine_process import EngineProcess
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.timeout(600)]  # slow only on a busy machine
 
 Outcome = Literal["answer", "empty", "broken", "too long", "text only"]
 TELEGRAM, CONSOLE = frozenset({"telegram"}), frozenset({"console"})
@@ -145,74 +144,6 @@ SYSTEM_CASES = [
 ]
 
 
-# ---- what the engine sees --------------------------------------------------------------
-
-
-def tokenize(engine: EngineProcess, messages: list[dict[str, str]]) -> dict[str, Any]:
-    body = json.dumps({"messages": messages}).encode()
-    request = urllib.request.Request(
-        engine.url + "/tokenize", body, {"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        result: dict[str, Any] = json.loads(response.read())
-    return result
-
-
-def check_prompt(
-    engine: EngineProcess, case: Case, messages: list[dict[str, str]], prompt_tokens: int | None
-) -> None:
-    """The prompt the engine built for these messages has only the template's control tokens
-    (the same ones as for a conversation of plain "x"s), and the user's text as plain text."""
-    seen = tokenize(engine, messages)
-    assert len(seen["tokens"]) == prompt_tokens  # these are the messages the engine was sent
-    blank = tokenize(engine, [{**m, "content": "x"} for m in messages])
-
-    def specials(result: dict[str, Any]) -> list[int]:
-        return [p["id"] for p in result["pieces"] if p["special"]]
-
-    assert specials(seen) == specials(blank)
-    text = "".join(p["piece"] for p in seen["pieces"] if not p["special"])
-    for literal in case.literal:
-        assert literal in text
-    for never in case.never:
-        assert never not in text
-
-
-# ---- the stored conversation -------------------------------------------------------------
-
-
-@dataclass
-class Stored:
-    """One conversation as SQLite has it: (role, content, job's prompt_tokens) in order."""
-
-    rows: list[tuple[str, str, int | None]] = field(default_factory=list)
-
-    @property
-    def users(self) -> list[str]:
-        return [content for role, content, _ in self.rows if role == "user"]
-
-
-def stored(database: Path, key: Literal["user", "conversation"]) -> dict[str, Stored]:
-    column = "u.platform_user_id" if key == "user" else "c.id"
-    with sqlite3.connect(database) as db:
-        rows = db.execute(
-            f"SELECT {column}, m.role, m.content, j.prompt_tokens FROM messages m"
-            " JOIN conversations c ON c.id = m.conversation_id JOIN users u ON u.id = c.user_id"
-            " LEFT JOIN jobs j ON j.message_id = m.id ORDER BY m.id"
-        ).fetchall()
-    found: dict[str, Stored] = {}
-    for owner, role, content, prompt_tokens in rows:
-        found.setdefault(str(owner), Stored()).rows.append((role, content, prompt_tokens))
-    return found
-
-
-def first_turn(system: str, conversation: Stored) -> tuple[list[dict[str, str]], int | None]:
-    _, content, prompt_tokens = conversation.rows[0]
-    return [{"role": "system", "content": system}, {"role": "user", "content": content}], (
-        prompt_tokens
-    )
-
-
 # ---- Telegram ------------------------------------------------------------------------------
 
 
@@ -253,7 +184,7 @@ async def _say_in_turn(bot: TelegramBot, user: int, texts: list[str], group: boo
     for text in [*texts, None]:
         if asked:  # no reply at all shows as an empty list in the test that reads it
             with contextlib.suppress(AssertionError):
-                await emu.wait_for(lambda: _finals(emu, chat, asked[-1]), 30)
+                await emu.wait_for(lambda: _finals(emu, chat, asked[-1]), 120)
         if text is not None:
             text = f"@{MENTION} {text}" if group else text
             asked.append(await emu.user_says(text, chat_id=chat, user_id=user, **where))
@@ -309,6 +240,12 @@ def telegram_run(engine: EngineProcess, tmp_path_factory: pytest.TempPathFactory
     return asyncio.run(_drive_telegram(engine, tmp_path_factory.mktemp("tg") / "bot.db"))
 
 
+def _check(
+    engine: EngineProcess, case: Case, messages: list[dict[str, str]], prompt_tokens: int | None
+) -> None:
+    check_prompt(engine, messages, prompt_tokens, case.literal, case.never)
+
+
 def _assert_outcome(case: Case, replies: list[str]) -> None:
     assert len(replies) == 1, replies
     if case.outcome == "answer":
@@ -331,7 +268,7 @@ def test_telegram_case(
     accepted = case.outcome in ("answer", "too long")
     assert conversation.users == ([case.text] if accepted else []) + [NORMAL]
     if case.outcome == "answer":
-        check_prompt(engine, case, *first_turn(telegram_run.default_system, conversation))
+        _check(engine, case, *first_turn(telegram_run.default_system, conversation))
 
 
 @pytest.mark.parametrize(
@@ -357,7 +294,7 @@ def test_telegram_system_prompt(
         return
     assert shown == [f"Your system prompt:\n{case.text}"]  # shown literally, not rendered
     assert len(answer) == 1 and "⚠" not in answer[0]
-    check_prompt(engine, case, *first_turn(case.text, telegram_run.stored[user]))
+    _check(engine, case, *first_turn(case.text, telegram_run.stored[user]))
 
 
 def test_telegram_logged_no_errors(telegram_run: TelegramRun) -> None:
@@ -394,7 +331,7 @@ def _parley_chat(
 def _finish(process: subprocess.Popen[bytes]) -> subprocess.CompletedProcess[bytes]:
     """The process's output once it exits; killed (rc -9) if it hangs."""
     try:
-        out, err = process.communicate(timeout=120)
+        out, err = process.communicate(timeout=300)
     except subprocess.TimeoutExpired:
         process.kill()
         out, err = process.communicate()
@@ -444,7 +381,7 @@ def test_console_case(engine: EngineProcess, console_runs: Any, index: int) -> N
     conversations = [c for c in run.stored if c.users]
     assert conversations[index].users == ([case.text] if accepted else []) + [NORMAL]
     if case.outcome == "answer":
-        check_prompt(engine, case, *first_turn(DEFAULT_SYSTEM, conversations[index]))
+        _check(engine, case, *first_turn(DEFAULT_SYSTEM, conversations[index]))
 
 
 @pytest.mark.parametrize(
@@ -461,7 +398,7 @@ def test_console_system_prompt(engine: EngineProcess, console_runs: Any, index: 
         assert SYSTEM_TOO_LONG in output and not stats(output), output
         return
     assert len(stats(output)) == 1
-    check_prompt(engine, case, *first_turn(case.text, conversation))
+    _check(engine, case, *first_turn(case.text, conversation))
 
 
 DEFAULT_SYSTEM = Settings.model_fields["system_prompt"].default
