@@ -51,6 +51,9 @@ class ConsoleReply:
         self.out.write(text)
         self.out.flush()
 
+    def reference(self) -> str | None:
+        return None  # a terminal line cannot be found again after a restart
+
     async def restarted(self) -> None:
         self.out.write("\n↻ the engine restarted; writing the answer again\n")
         self.out.flush()

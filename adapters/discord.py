@@ -37,6 +37,8 @@ READY_TIMEOUT = 60.0
 
 
 class DiscordAdapter:
+    platform = PLATFORM
+
     def __init__(self, settings: Settings, service: ChatService) -> None:
         assert settings.discord_token is not None
         self.settings = settings
@@ -53,6 +55,13 @@ class DiscordAdapter:
         self._register()
 
     # ---- lifecycle ----------------------------------------------------------------------
+
+    def resume_reply(
+        self, chat_id: str, user_id: str, source_ref: str | None, reply_ref: str | None
+    ) -> None:
+        """Discord replies are not found again after a restart yet (a slash command's token
+        is gone with the process): the unfinished job is ended, its message kept."""
+        return None
 
     async def start(self) -> None:
         """Log in, connect, sync the commands; a bad token is one clear ParleyError."""

@@ -50,6 +50,8 @@ Context = ContextTypes.DEFAULT_TYPE
 
 
 class TelegramAdapter:
+    platform = PLATFORM
+
     def __init__(self, settings: Settings, service: ChatService) -> None:
         assert settings.telegram_token is not None
         self.settings = settings
@@ -252,11 +254,34 @@ class TelegramAdapter:
             self.application.bot, message.chat_id, message.message_id, message.from_user.id,
             self.pacer,
         )  # fmt: skip
-        reply = PlatformReply(
-            surface, typing=surface.typing, before_finish=surface.finish, on_done=surface.cleanup
-        )
+        reply = _reply(surface)
         user = message.from_user
-        return Incoming(PLATFORM, str(message.chat_id), str(user.id), user.full_name, text, reply)
+        return Incoming(
+            PLATFORM, str(message.chat_id), str(user.id), user.full_name, text, reply,
+            str(message.message_id),
+        )  # fmt: skip
+
+    def resume_reply(
+        self, chat_id: str, user_id: str, source_ref: str | None, reply_ref: str | None
+    ) -> PlatformReply | None:
+        """The reply to user message ``source_ref`` an earlier run of the bot was writing,
+        in its placeholder ``reply_ref`` (a new reply if it was never posted)."""
+        if source_ref is None:
+            return None  # stored before replies could be found again
+        surface = TelegramSurface(
+            self.application.bot, int(chat_id), int(source_ref), int(user_id), self.pacer
+        )
+        return _reply(surface, reply_ref)
+
+
+def _reply(surface: TelegramSurface, resumed_in: str | None = None) -> PlatformReply:
+    """A reply on ``surface``: a new placeholder, or the earlier run's ``resumed_in``."""
+    reply = PlatformReply(
+        surface, typing=surface.typing, before_finish=surface.finish, on_done=surface.cleanup
+    )
+    if resumed_in is not None:
+        reply.resume_in(resumed_in)
+    return reply
 
 
 def _shown_prompt(prompt: str) -> str:

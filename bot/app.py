@@ -23,7 +23,9 @@ from bot import store_admin
 from bot.admin_api import serve_admin, token_path
 from bot.engine_client import EngineClient, Sampling
 from bot.errors import ModelUnavailable
+from bot.incoming import ReplySink
 from bot.local_engine import LocalEngine
+from bot.resume import resume_jobs
 from bot.service import MODEL_KEY, ChatService
 from bot.settings import DEMO_MODEL, Settings
 from bot.store import Store
@@ -177,9 +179,15 @@ def admin_socket_path(settings: Settings) -> Path:
 
 
 class PlatformAdapter(Protocol):
+    platform: str
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    def resume_reply(
+        self, chat_id: str, user_id: str, source_ref: str | None, reply_ref: str | None
+    ) -> ReplySink | None: ...
 
 
 async def run_platforms(
@@ -204,6 +212,9 @@ async def run_platforms(
         for adapter in adapters:
             await adapter.start()
             started.append(adapter)
+            await resume_jobs(
+                service, adapter.platform, adapter.resume_reply, settings.resume_max_age
+            )
         names = ", ".join(type(a).__name__.removesuffix("Adapter") for a in adapters)
         if info is not None:
             info["adapters"] = [type(a).__name__.removesuffix("Adapter").lower() for a in adapters]

@@ -71,8 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
+    from adapters.console import PLATFORM as CONSOLE
     from adapters.console import Console
     from bot.app import Parley, SessionOverrides, run_platforms, sampling_from
+    from bot.resume import resume_jobs
     from bot.settings import load_settings
 
     overrides_given = {
@@ -106,6 +108,8 @@ async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
     async with app as service:
         if platforms:
             return await run_platforms(settings, service, app.admin_info)
+        # an earlier terminal session's unfinished answer cannot be shown again: close it
+        await resume_jobs(service, CONSOLE, lambda *_: None, settings.resume_max_age)
         return await Console(service, app.model_name).run()
 
 

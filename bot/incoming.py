@@ -52,6 +52,10 @@ class ReplySink(Protocol):
     async def finished(self, outcome: Outcome) -> None:
         """The answer is complete, stopped or failed; show the final state."""
 
+    def reference(self) -> str | None:
+        """Where the reply is shown on the platform once accepted (its placeholder's id), so
+        a restarted bot can finish it there; None if it cannot be found again."""
+
 
 @dataclass(frozen=True)
 class Incoming:
@@ -63,6 +67,7 @@ class Incoming:
     user_name: str
     text: str
     reply: ReplySink
+    source_ref: str | None = None  # the message's id on its platform
 
 
 NOT_UNICODE = (

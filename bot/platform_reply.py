@@ -48,6 +48,17 @@ class PlatformReply:
         self._began = False  # a worker has taken the request
         self._before_finish = before_finish
         self._on_done = on_done
+        self._first_id: str | None = None
+
+    def resume_in(self, message_id: str) -> None:
+        """Write into ``message_id``, a placeholder an earlier run of the bot posted, as if
+        never interrupted (instead of posting a new one when accepted)."""
+        self.reply = StreamedReply(self.surface, message_id)
+        self._first_id = message_id
+        self._started.set()
+
+    def reference(self) -> str | None:
+        return self._first_id
 
     async def accepted(self, position: int | None) -> None:
         placeholder = PLACEHOLDER if position is None else queued_text(position)
@@ -57,6 +68,7 @@ class PlatformReply:
             self._started.set()  # finished() must not wait forever; it will fail loudly
             raise
         self.reply = StreamedReply(self.surface, first, first_text=placeholder)
+        self._first_id = first
         for text in self._early:
             self.reply.append(text)
         self._early.clear()

@@ -27,7 +27,7 @@ from bot.incoming import NOT_UNICODE, Incoming, Outcome, State, is_valid_unicode
 from bot.queue import FairQueue, QueuedJob
 from bot.reply_tasks import Deliveries, show_positions
 from bot.store import Store
-from bot.store_jobs import Reply, accept_message, begin_job, finish_job
+from bot.store_jobs import Reply, accept_message, begin_job, finish_job, set_reply_ref
 from bot.work import JOB_STATUS, MESSAGE_STATUS, EngineSupervisor, WorkItem, describe, user_key
 
 log = logging.getLogger(__name__)
@@ -135,18 +135,27 @@ class ChatService:
             return
         accepted = await accept_message(
             self.store, incoming.platform, incoming.user_id, incoming.user_name,
-            incoming.chat_id, incoming.text,
+            incoming.chat_id, incoming.text, incoming.source_ref,
         )  # fmt: skip
         if accepted is None:
             return  # banned: no answer at all
         item = WorkItem(
             incoming, accepted.user, accepted.conversation, accepted.message, accepted.job
         )
-        queued: QueuedJob[WorkItem] = QueuedJob(next(self._ids), key, item)
-        position = self.queue.put(queued)
+        self.enqueue(item)
+        await incoming.reply.accepted(item.shown_position)
+        if (ref := incoming.reply.reference()) is not None:
+            await set_reply_ref(self.store, item.job.id, ref)
+
+    def enqueue(self, item: WorkItem) -> None:
+        """Queue a stored job; ``item.shown_position`` is its place if it has to wait."""
+        position = self.queue.put(QueuedJob(next(self._ids), _user_key(item.incoming), item))
         waits = position > 1 or self._all_busy()
         item.shown_position = position if waits else None
-        await incoming.reply.accepted(item.shown_position)
+
+    async def give_up(self, item: WorkItem, reason: str) -> None:
+        """End a stored job that will not be answered, telling the user why."""
+        await self._finish(item, Outcome("error", "", error=reason))
 
     async def cancel(
         self, platform: str, chat_id: str, user_id: str, only: int | None = None

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # Queue limits.
     max_pending_per_user: int = Field(default=3, ge=1)
     max_pending_total: int = Field(default=100, ge=1)
+    # After a restart, answers left unfinished are written if their message is at most this
+    # many seconds old; older ones are ended with a note asking to send them again.
+    resume_max_age: float = Field(default=900.0, ge=0)
 
     admin_token: SecretStr | None = None
     # Where `parley admin` reaches the running bot; default: admin.sock beside the database.

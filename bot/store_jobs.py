@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from bot.store import Store
 from bot.store_rows import (
     HISTORY_SQL,
+    JOB_COLUMNS,
+    MESSAGE_COLUMNS,
     Conversation,
     Job,
     JobStatus,
@@ -25,6 +27,7 @@ from bot.store_rows import (
     active_conversation,
     insert_job,
     insert_message,
+    job_from_row,
     message_from_row,
     update_job,
     upsert_user,
@@ -52,10 +55,12 @@ class Reply:
 
 
 async def accept_message(
-    store: Store, platform: str, platform_user_id: str, name: str, chat_id: str, content: str
-) -> Accepted | None:
+    store: Store, platform: str, platform_user_id: str, name: str, chat_id: str, content: str,
+    source_ref: str | None = None,
+) -> Accepted | None:  # fmt: skip
     """Store the message and its queued job for the user's active conversation in this chat
-    (user and conversation created when new); None, storing nothing, if the user is banned."""
+    (user and conversation created when new); None, storing nothing, if the user is banned.
+    ``source_ref`` is the message's id on its platform."""
 
     def accept(db: sqlite3.Connection) -> Accepted | None:
         banned = db.execute(
@@ -67,17 +72,18 @@ async def accept_message(
         user = upsert_user(db, platform, platform_user_id, name)
         conversation = active_conversation(db, user, chat_id)
         message = insert_message(db, conversation.id, "user", content, "complete", None, None)
-        return Accepted(user, conversation, message, insert_job(db, message, user.id))
+        return Accepted(user, conversation, message, insert_job(db, message, user.id, source_ref))
 
     return await store.atomic(accept)
 
 
 async def begin_job(store: Store, job: Job, setting: str) -> tuple[list[Message], str | None]:
-    """Mark the job running; its prompt's history (through its message) and the user's
-    ``setting`` (their system prompt, None if unset)."""
+    """Mark the job running (and count the start); its prompt's history (through its message)
+    and the user's ``setting`` (their system prompt, None if unset)."""
 
     def begin(db: sqlite3.Connection) -> tuple[list[Message], str | None]:
         update_job(db, job.id, "running", None, None)
+        db.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (job.id,))
         rows = db.execute(HISTORY_SQL, (job.conversation_id, job.message_id, job.message_id))
         history = [message_from_row(row) for row in rows]
         found = db.execute(
@@ -111,3 +117,42 @@ async def finish_job(
         return reply_id
 
     return await store.atomic(finish)
+
+
+async def set_reply_ref(store: Store, job_id: int, reply_ref: str) -> None:
+    """Where the job's reply is shown on its platform (its placeholder message)."""
+    await store.atomic(
+        lambda db: db.execute("UPDATE jobs SET reply_ref = ? WHERE id = ?", (reply_ref, job_id))
+    )
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """A job left queued or running by a bot that stopped, with what resuming it needs."""
+
+    accepted: Accepted
+    attempts: int  # times a worker started it
+    source_ref: str | None
+    reply_ref: str | None
+
+
+_UNFINISHED = f"""
+SELECT {JOB_COLUMNS}, j.attempts, j.source_ref, j.reply_ref,
+       u.platform_user_id, u.name, c.chat_id, {MESSAGE_COLUMNS}
+FROM jobs j JOIN messages m ON m.id = j.message_id
+JOIN conversations c ON c.id = m.conversation_id JOIN users u ON u.id = j.user_id
+WHERE j.status IN ('queued', 'running') AND c.platform = ? ORDER BY j.id
+"""
+
+
+async def unfinished_jobs(store: Store, platform: str) -> list[Unfinished]:
+    """Queued and running jobs of ``platform``'s chats, oldest first."""
+    found = []
+    for row in await store.query(_UNFINISHED, (platform,)):
+        job = job_from_row(row[:8])
+        attempts, source_ref, reply_ref, user_id, name, chat_id = row[8:14]
+        user = User(job.user_id, platform, user_id, name)
+        conversation = Conversation(job.conversation_id, job.user_id, platform, chat_id)
+        accepted = Accepted(user, conversation, message_from_row(row[14:]), job)
+        found.append(Unfinished(accepted, int(attempts), source_ref, reply_ref))
+    return found

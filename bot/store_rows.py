@@ -61,10 +61,11 @@ class Job:
 MESSAGE_COLUMNS = (
     "m.id, m.conversation_id, m.role, m.content, m.token_count, m.model, m.status, m.created_at"
 )
-JOB_SELECT = (
-    "SELECT j.id, j.message_id, j.user_id, m.conversation_id, j.status, j.reply_message_id,"
-    " j.error, j.created_at FROM jobs j JOIN messages m ON m.id = j.message_id"
+JOB_COLUMNS = (
+    "j.id, j.message_id, j.user_id, m.conversation_id, j.status, j.reply_message_id, j.error,"
+    " j.created_at"
 )
+JOB_SELECT = f"SELECT {JOB_COLUMNS} FROM jobs j JOIN messages m ON m.id = j.message_id"
 # Assistant replies the model sees again: failed or still-pending ones, and empty ones, are left
 # out. A reply sorts right after the user message its job answered, not by insertion order.
 HISTORY_SQL = f"""
@@ -128,13 +129,16 @@ def insert_message(
     )
 
 
-def insert_job(db: sqlite3.Connection, message: Message, user_id: int) -> Job:
-    """A queued job answering the user message ``message``."""
+def insert_job(
+    db: sqlite3.Connection, message: Message, user_id: int, source_ref: str | None = None
+) -> Job:
+    """A queued job answering the user message ``message`` (``source_ref``: its id on the
+    platform, for a reply posted after a restart)."""
     now = now_iso()
     cursor = db.execute(
-        "INSERT INTO jobs (message_id, user_id, status, created_at, updated_at)"
-        " VALUES (?, ?, 'queued', ?, ?)",
-        (message.id, user_id, now, now),
+        "INSERT INTO jobs (message_id, user_id, status, created_at, updated_at, source_ref)"
+        " VALUES (?, ?, 'queued', ?, ?, ?)",
+        (message.id, user_id, now, now, source_ref),
     )
     assert cursor.lastrowid is not None
     return job_from_row(

@@ -55,6 +55,9 @@ class Recorder:
         self.text += text
         self.first_delta.set()
 
+    def reference(self) -> str | None:
+        return None
+
     async def restarted(self) -> None:
         self.restarts += 1
         self.text = ""

@@ -1,0 +1,130 @@
+"""`parley run` on Telegram killed with SIGKILL mid-reply: the database is intact, and the next
+run finishes every unfinished answer in the message the first run posted, once; answers too
+old to write are ended there with a note. The real bot processes, the Bot API emulator, the
+real engine process and SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.resume import TOO_OLD
+from tests.adapters.telegram_harness import ALICE, is_final, plain
+from tests.adapters.test_console import base_env
+from tests.emulators.telegram_api import TelegramEmulator
+from tests.engine_process import EngineProcess
+
+pytestmark = pytest.mark.model
+
+USERS = [ALICE + i for i in range(6)]  # more than the engine's 4 slots: some wait
+
+
+async def _start_bot(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    bot = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "run", cwd=cwd, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert bot.stdout is not None
+    banner = await asyncio.wait_for(bot.stdout.readline(), 120)
+    assert b"answering on Telegram" in banner, banner
+    return bot
+
+
+async def _stop(bot: asyncio.subprocess.Process) -> int:
+    if bot.returncode is None:
+        bot.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(bot.wait(), 60)
+
+
+async def _killed_mid_reply(
+    emu: TelegramEmulator, env: dict[str, str], cwd: Path
+) -> dict[int, int]:
+    """Start the bot, have every user ask, SIGKILL it while answers stream; the asked ids."""
+    bot = await _start_bot(env, cwd)
+    try:
+        asked = {
+            user: await emu.user_says("Tell me about the sea.", chat_id=user, user_id=user)
+            for user in USERS
+        }
+        await emu.wait_for(lambda: any("▌" in m.text for m in emu.bot_messages()) or None, 60)
+        await emu.wait_for(lambda: len(emu.bot_messages()) == len(USERS) or None, 30)
+    finally:
+        bot.send_signal(signal.SIGKILL)
+        await bot.wait()
+    return asked
+
+
+def _jobs(database: Path) -> list[str]:
+    with sqlite3.connect(database) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return [row[0] for row in db.execute("SELECT status FROM jobs ORDER BY id")]
+
+
+async def test_a_killed_bot_finishes_every_answer_in_the_same_message(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    async with TelegramEmulator() as emu:
+        env = {
+            **base_env(tmp_path), "TELEGRAM_TOKEN": emu.token,
+            "TELEGRAM_API_BASE_URL": emu.base_url, "ENGINE_URLS": engine.url,
+            "MAX_TOKENS": "60", "TEMPERATURE": "0",
+        }  # fmt: skip
+        asked = await _killed_mid_reply(emu, env, tmp_path)
+        database = tmp_path / "parley.db"
+        left = _jobs(database)
+        assert "running" in left and set(left) <= {"queued", "running", "done"}
+        bot = await _start_bot(env, tmp_path)
+        try:
+            for user, message_id in asked.items():
+                await emu.wait_for(
+                    lambda u=user, m=message_id: (
+                        all(  # type: ignore[misc]
+                            is_final(r) for r in emu.bot_messages(u) if r.reply_to_message_id == m
+                        )
+                        or None
+                    ),
+                    120,
+                )
+        finally:
+            assert await _stop(bot) == 0
+        assert _jobs(database) == ["done"] * len(USERS)
+        with sqlite3.connect(database) as db:
+            stored = [
+                r[0] for r in db.execute("SELECT content FROM messages WHERE role='assistant'")
+            ]
+        for user, message_id in asked.items():
+            replies = [r for r in emu.bot_messages(user) if r.reply_to_message_id == message_id]
+            assert len(replies) == 1  # the first run's placeholder, finished; nothing twice
+            shown = plain(replies[0].text).strip()
+            assert len(shown) > 20 and shown in stored
+
+
+async def test_answers_too_old_to_write_end_with_a_note_on_the_same_message(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    async with TelegramEmulator() as emu:
+        env = {
+            **base_env(tmp_path), "TELEGRAM_TOKEN": emu.token,
+            "TELEGRAM_API_BASE_URL": emu.base_url, "ENGINE_URLS": engine.url,
+            "MAX_TOKENS": "60",
+        }  # fmt: skip
+        asked = await _killed_mid_reply(emu, env, tmp_path)
+        bot = await _start_bot({**env, "RESUME_MAX_AGE": "0"}, tmp_path)
+        try:
+            await emu.wait_for(lambda: all(is_final(m) for m in emu.bot_messages()) or None, 60)
+            await asyncio.sleep(1.5)  # nothing else arrives
+        finally:
+            assert await _stop(bot) == 0
+        assert set(_jobs(tmp_path / "parley.db")) <= {"done", "failed"}
+        for user, message_id in asked.items():
+            replies = [r for r in emu.bot_messages(user) if r.reply_to_message_id == message_id]
+            assert len(replies) == 1
+            text = plain(replies[0].text)
+            assert TOO_OLD in text or "▌" not in text  # told, or it had finished before the kill
+        told = [m for m in emu.bot_messages() if TOO_OLD in plain(m.text)]
+        assert told  # the ones the kill interrupted
