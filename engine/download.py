@@ -24,17 +24,27 @@ def resolve_model_path(spec: str) -> Path:
     repo_file = split_repo_spec(spec)
     if repo_file is not None:
         return Path(hub_download(*repo_file))
+    exists = _exists(spec)
     path = Path(spec).expanduser()
-    if not path.exists():
+    if not exists:
         raise ModelLoadError(f"model file not found: {path}")
     if not path.is_file():
         raise ModelLoadError(f"model path is not a file: {path}")
     return path
 
 
+def _exists(spec: str) -> bool:
+    """``Path.exists`` that answers for any string: an unknown ``~user``, a name too long or a
+    NUL byte raise in pathlib, and a model spec typed by a person must get a clear line."""
+    try:
+        return Path(spec).expanduser().exists()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ModelLoadError(f"{spec[:200]!r} is not a usable model path: {exc}") from exc
+
+
 def split_repo_spec(spec: str) -> tuple[str, str] | None:
     """``owner/name:file.gguf`` -> (repo, file); anything else (a local path) -> None."""
-    if ":" not in spec or Path(spec).expanduser().exists():
+    if ":" not in spec or _exists(spec):
         return None
     repo, _, filename = spec.partition(":")
     if repo.count("/") != 1 or not filename or repo.startswith(("/", ".", "~")):
@@ -80,6 +90,7 @@ def hub_download(repo_id: str, filename: str) -> str:
         EntryNotFoundError,
         GatedRepoError,
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
     )
@@ -89,6 +100,8 @@ def hub_download(repo_id: str, filename: str) -> str:
         return hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=True)
     except LocalEntryNotFoundError:
         pass
+    except HFValidationError as exc:  # e.g. a space in the repo id
+        raise ModelLoadError(f"cannot use {where}: {_first_line(exc)}") from exc
     if constants.HF_HUB_OFFLINE:
         raise ModelUnavailableError(
             f"cannot download {where}: HF_HUB_OFFLINE is set and it is not cached"

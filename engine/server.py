@@ -11,10 +11,12 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from engine.api import (
     ChatCompletionRequest,
@@ -67,11 +69,18 @@ async def _errors_as_json(request: web.Request, handler: Any) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = exc.reason if exc.status != 413 else (
-            f"request body too large (limit {MAX_BODY_BYTES} bytes)"
-        )  # fmt: skip
-        return web.json_response(error_body(message, "invalid_request_error"), status=exc.status)
-    except (asyncio.CancelledError, ConnectionError):
+        return _http_error(request, exc)
+    except web.RequestPayloadError as exc:  # a body aiohttp could not decode (chunks, gzip)
+        cause = exc.__cause__
+        detail = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
+        message = f"the request body could not be read: {str(detail).strip()[:300]}"
+        return web.json_response(error_body(message, "invalid_request_error"), status=400)
+    except ConnectionError:
+        # The client went away (mid-upload or mid-stream): no one to answer, nothing to log
+        # as an error. aiohttp's fallback would log a traceback and a 500 for it.
+        log.debug("client left during %s %s", request.method, request.path)
+        return web.Response(status=499, reason="Client Closed Request")
+    except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
@@ -79,12 +88,93 @@ async def _errors_as_json(request: web.Request, handler: Any) -> web.StreamRespo
         return web.json_response(body, status=500)
 
 
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own 404/405/413 as OpenAI error objects, saying what would have worked."""
+    message, headers, path = exc.reason, {}, request.path[:100]
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        message = f"{request.method} is not allowed on {path}; use {allowed}"
+        headers["Allow"] = exc.headers["Allow"]
+    elif exc.status == 404:
+        routes = sorted(
+            f"{route.method} {route.resource.canonical}"
+            for route in request.app.router.routes()
+            if route.method != "HEAD" and route.resource is not None
+        )
+        message = f"no such endpoint: {path}; the engine serves {', '.join(routes)}"
+    elif exc.status == 413:
+        message = f"request body too large (limit {MAX_BODY_BYTES} bytes)"
+    body = error_body(message, "invalid_request_error")
+    return web.json_response(body, status=exc.status, headers=headers)
+
+
 async def _json_body(request: web.Request) -> Any:
+    """One JSON document in UTF-8 (RFC 8259), whatever Content-Type says: curl -d labels JSON
+    as a form, and llama-server and OpenAI clients accept that. A body that is not JSON gets a
+    400 that says why, or a 415 when its declared media type already explains it."""
     raw = await request.read()
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return _decode_json(raw)
+    except RequestError as exc:
+        declared = request.content_type
+        if not raw.strip() or declared.endswith(("/json", "+json")) or declared in _ANY_TYPE:
+            raise
+        raise _UnsupportedMediaType(
+            f"{exc}; the engine takes JSON (Content-Type: application/json), not {declared[:80]}"
+        ) from exc
+
+
+_ANY_TYPE = ("", "*/*", "text/plain", "application/octet-stream")
+
+
+def _decode_json(raw: bytes) -> Any:
+    if not raw.strip():
+        raise RequestError("the request body is empty; send a JSON object")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RequestError(
+            f"the request body is not UTF-8 (byte {exc.start} is {raw[exc.start]:#04x}); "
+            "send JSON encoded as UTF-8"
+        ) from exc
+    try:
+        body = json.loads(text, parse_constant=_no_constant)
+    except RecursionError as exc:
+        raise RequestError("the request body is not valid JSON: nested too deeply") from exc
+    except ValueError as exc:
         raise RequestError(f"the request body is not valid JSON: {exc}") from exc
+    if _LONE_SURROGATE_HINT.search(text) and not _is_unicode(body):
+        raise RequestError(
+            "the request body has a lone UTF-16 surrogate escape (\\ud800-\\udfff "
+            "without its pair), which is not a character; send valid Unicode text"
+        )
+    return body
+
+
+_LONE_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")  # cheap test before walking the body
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (use a number or null)")
+
+
+def _is_unicode(value: Any) -> bool:
+    """True when every string in ``value`` (keys too) encodes to UTF-8. Iterative: json.loads
+    already bounded the depth, but recursion here would double the stack it needs."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -256,12 +346,17 @@ async def admin_model(request: web.Request) -> web.Response:
             "admin endpoints are disabled: start the engine with ADMIN_TOKEN set", 403
         )
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    # aiohttp decodes header bytes that are not UTF-8 as surrogates: compare bytes, not text
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
         raise _AdminRefused("wrong or missing admin token (Authorization: Bearer …)", 401)
     body = parse(ModelSwapRequest, await _json_body(request))
     runtime = request.app[RUNTIME]
     seconds = await runtime.swap_model(body.model, cancel_running=body.cancel_running)
     return web.json_response({"model": _model_card(runtime), "seconds": round(seconds, 3)})
+
+
+class _UnsupportedMediaType(RequestError):
+    status = 415
 
 
 class _AdminRefused(RequestError):
