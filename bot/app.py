@@ -24,6 +24,7 @@ from bot.admin_api import serve_admin, token_path
 from bot.engine_client import EngineClient, Sampling
 from bot.errors import ModelUnavailable
 from bot.incoming import ReplySink
+from bot.limits import UserLimits
 from bot.local_engine import LocalEngine
 from bot.resume import resume_jobs
 from bot.service import MODEL_KEY, ChatService
@@ -31,6 +32,8 @@ from bot.settings import DEMO_MODEL, Settings
 from bot.store import Store
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 5.0  # seconds running answers get to finish when the bot is stopped
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,9 @@ class Parley:
             supervisor=self.engine,
             engine_wait=settings.engine_start_timeout,
             on_model_switch=self.engine.use_model if self.engine else None,
+            limits=UserLimits(
+                settings.rate_limit_per_minute, settings.daily_token_quota, admin_keys(settings)
+            ),
         )
         service.start(workers=health.slots_total)
         self.service = service
@@ -171,6 +177,14 @@ class Parley:
             await self.session.close()
 
 
+def admin_keys(settings: Settings) -> frozenset[str]:
+    """The platforms' admins, as the service names people ("platform:id")."""
+    return frozenset(
+        [f"telegram:{i}" for i in settings.telegram_admin_ids]
+        + [f"discord:{i}" for i in settings.discord_admin_ids]
+    )
+
+
 def admin_socket_path(settings: Settings) -> Path:
     """ADMIN_SOCKET, or admin.sock beside the database."""
     if settings.admin_socket is not None:
@@ -223,7 +237,9 @@ async def run_platforms(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await service.stop()  # answers being written end as "stopped" while platforms are up
+        # while the platforms are up: answers being written get SHUTDOWN_GRACE s, the rest
+        # are interrupted with a note and written again by the next start
+        await service.stop(grace=SHUTDOWN_GRACE, resumable=True)
         for adapter in reversed(started):
             try:
                 await adapter.stop()

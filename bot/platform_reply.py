@@ -77,7 +77,10 @@ class PlatformReply:
             await self.started()
 
     async def notice(self, text: str) -> None:
-        """A refusal or command result: its own message (nothing was posted before it)."""
+        """A refusal or command result: its own message (nothing was posted before it), with
+        nothing to stop (no Stop button)."""
+        if self._before_finish is not None:
+            self._before_finish()
         await _send_patiently(self.surface, text)
         self.done.set()
 

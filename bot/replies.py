@@ -214,7 +214,7 @@ def final_text(text: str, state: FinishState, note: str | None = None) -> str:
     if state == "done":
         return text if text.strip() else text + NO_ANSWER
     if state == "stopped":
-        tag = "⏹ stopped"
+        tag = f"⏹ {note}" if note else "⏹ stopped"
     elif state == "error":
         tag = f"⚠ error: {note}" if note else "⚠ error"
     else:

@@ -19,15 +19,25 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bot.conversation import ScaffoldBound, Turn, fit_conversation, measure_scaffold
-from bot.engine_client import EngineClient, Sampling, StreamEnd
+from bot.engine_client import EngineClient, Sampling
 from bot.errors import EngineUnavailable, ParleyError, QueueFull
-from bot.incoming import NOT_UNICODE, Incoming, Outcome, State, is_valid_unicode
+from bot.incoming import NOT_UNICODE, Incoming, Outcome, is_valid_unicode
+from bot.limits import UserLimits
 from bot.queue import FairQueue, QueuedJob
 from bot.reply_tasks import Deliveries, show_positions
 from bot.store import Store
-from bot.store_jobs import Reply, accept_message, begin_job, finish_job, set_reply_ref
+from bot.store_jobs import (
+    Reply,
+    accept_message,
+    begin_job,
+    finish_job,
+    requeue_job,
+    set_reply_ref,
+)
+from bot.streaming import stream_answer
 from bot.work import JOB_STATUS, MESSAGE_STATUS, EngineSupervisor, WorkItem, describe, user_key
 
 log = logging.getLogger(__name__)
@@ -37,6 +47,7 @@ POSITIONS_SHOWN = 20  # only the first places get updates: a 1,000-deep queue wo
 # cost hundreds of edits a second (Telegram allows a bot about 30 messages a second)
 DELIVERY_GRACE = 10.0  # seconds stop() waits for final texts still being shown
 ENGINE_ATTEMPTS = 2  # an answer cut off by a dying engine is written once more
+PAUSED = "Parley is restarting; this answer will be written here when it is back"
 ENGINE_LOST = "the engine stopped while writing this answer; please send your message again"
 SYSTEM_PROMPT_KEY = "system_prompt"
 MODEL_KEY = "model"  # the operator's last model choice, used again after a restart
@@ -61,6 +72,7 @@ class ChatService:
         supervisor: EngineSupervisor | None = None,
         engine_wait: float = 600.0,
         on_model_switch: Callable[[str], None] | None = None,
+        limits: UserLimits | None = None,
     ) -> None:
         """``supervisor`` restarts a local engine that dies: workers wait for it (up to
         ``engine_wait`` s) instead of failing the jobs they take; ``on_model_switch`` hears
@@ -69,6 +81,7 @@ class ChatService:
         self.supervisor = supervisor
         self.engine_wait = engine_wait
         self.on_model_switch = on_model_switch
+        self.limits = limits or UserLimits(per_minute=0, daily_tokens=0)
         self.position_every = position_every
         self.positions_shown = positions_shown
         self.engine = engine
@@ -82,6 +95,8 @@ class ChatService:
         self.queue: FairQueue[WorkItem] = FairQueue(max_pending_per_user, max_pending_total)
         self._running: dict[int, QueuedJob[WorkItem]] = {}
         self._workers: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[Any] | None] = set()  # workers answering a job
+        self._closing = False
         self._deliveries = Deliveries()
         self._bounds: dict[str, ScaffoldBound] = {}  # per model: fits without counting
         self._positions: asyncio.Task[None] | None = None
@@ -100,9 +115,19 @@ class ChatService:
             name="parley-positions",
         )
 
-    async def stop(self) -> None:
-        """Stop running replies (they end as "stopped") and the workers."""
+    async def stop(self, grace: float = 0.0, resumable: bool = False) -> None:
+        """Stop the workers: no new answer starts; running ones get ``grace`` s to finish.
+        The rest end as "stopped", or (``resumable``, a restart) go back to the queue with a
+        note, to be written again in the same message by the next start (bot/resume.py)."""
+        self._closing = True
+        for worker in self._workers:
+            if worker not in self._busy:
+                worker.cancel()  # idle: waiting for a job
+        deadline = time.monotonic() + grace
+        while self._running and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         for job in list(self._running.values()):
+            job.payload.paused = resumable
             job.cancelled.set()
         while self._running:
             await asyncio.sleep(0.01)
@@ -129,9 +154,12 @@ class ChatService:
         key = _user_key(incoming)
         try:
             self.queue.check_room(key, self._running_for(key))
+            refusal = await self.limits.refusal(self.store, incoming.platform, incoming.user_id)
         except QueueFull as exc:
+            refusal = str(exc)
+        if refusal is not None:
             if not await self.store.is_banned(incoming.platform, incoming.user_id):
-                await incoming.reply.notice(str(exc))
+                await incoming.reply.notice(refusal)
             return
         accepted = await accept_message(
             self.store, incoming.platform, incoming.user_id, incoming.user_name,
@@ -152,6 +180,12 @@ class ChatService:
         position = self.queue.put(QueuedJob(next(self._ids), _user_key(item.incoming), item))
         waits = position > 1 or self._all_busy()
         item.shown_position = position if waits else None
+
+    async def _pause(self, item: WorkItem) -> None:
+        """Interrupted by a restart: back in the queue (in the database), the reply says so."""
+        await requeue_job(self.store, item.job)
+        await item.incoming.reply.restarted()
+        self._deliveries.start(item, Outcome("stopped", "", error=PAUSED))
 
     async def give_up(self, item: WorkItem, reason: str) -> None:
         """End a stored job that will not be answered, telling the user why."""
@@ -277,9 +311,11 @@ class ChatService:
         return len(self._running) >= len(self._workers)
 
     async def _work(self) -> None:
-        while True:
+        worker = asyncio.current_task()
+        while not self._closing:
             job = await self.queue.get()
             self._running[job.id] = job
+            self._busy.add(worker)
             try:
                 await job.payload.incoming.reply.started()
                 await self._answer(job)
@@ -290,6 +326,7 @@ class ChatService:
                     await self._finish(job.payload, outcome)
             finally:
                 self._running.pop(job.id, None)
+                self._busy.discard(worker)
 
     async def _answer(self, job: QueuedJob[WorkItem]) -> None:
         item = job.payload
@@ -312,7 +349,12 @@ class ChatService:
             except ParleyError as exc:
                 await self._finish(item, Outcome("error", "", error=str(exc)))
                 return
-            state, end, failure = await self._stream(job, fitted.messages)
+            state, end, failure = await stream_answer(
+                self.engine, self.sampling, job, fitted.messages
+            )
+            if state == "stopped" and item.paused:
+                await self._pause(item)
+                return
             lost = isinstance(failure, EngineUnavailable) and not job.cancelled.is_set()
             if lost and not last:
                 log.warning("job %d lost its engine; writing it again", item.job.id)
@@ -344,45 +386,6 @@ class ChatService:
                 log.debug("no scaffold bound for %s: %s", model, exc)
                 return None
         return self._bounds[model]
-
-    async def _stream(
-        self, job: QueuedJob[WorkItem], messages: list[dict[str, str]]
-    ) -> tuple[State, StreamEnd | None, BaseException | None]:
-        """Stream into the sink until done, failed (with the error), or cancelled (which closes
-        the request)."""
-        item = job.payload
-        ended: list[StreamEnd] = []
-
-        async def consume() -> None:
-            stream = self.engine.stream_chat(
-                messages, self.sampling, cache_key=f"conversation-{item.conversation.id}"
-            )
-            async for piece in stream:
-                if isinstance(piece, StreamEnd):
-                    ended.append(piece)
-                else:
-                    if item.first_token is None:
-                        item.first_token = time.monotonic()
-                    item.reply_text.append(piece)
-                    item.incoming.reply.delta(piece)
-
-        streaming = asyncio.create_task(consume())
-        stopping = asyncio.create_task(job.cancelled.wait())
-        await asyncio.wait({streaming, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not streaming.done():
-            streaming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await streaming
-            return "stopped", ended[0] if ended else None, None
-        if (exc := streaming.exception()) is not None:
-            if not isinstance(exc, ParleyError):
-                log.error("stream failed", exc_info=exc)
-            return "error", None, exc
-        end = ended[0] if ended else None
-        if end is not None and end.finish_reason == "cancelled":
-            return "stopped", end, None
-        return "done", end, None
 
     async def _finish(self, item: WorkItem, outcome: Outcome) -> None:
         """Store the reply (partial text kept, marked) and close the job; then show it."""

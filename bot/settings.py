@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     # Queue limits.
     max_pending_per_user: int = Field(default=3, ge=1)
     max_pending_total: int = Field(default=100, ge=1)
+    # Per-user limits (admins exempt; 0 turns one off): messages a minute, and tokens a day
+    # (prompt + answer, counted from midnight UTC).
+    rate_limit_per_minute: int = Field(default=20, ge=0)
+    daily_token_quota: int = Field(default=0, ge=0)
     # After a restart, answers left unfinished are written if their message is at most this
     # many seconds old; older ones are ended with a note asking to send them again.
     resume_max_age: float = Field(default=900.0, ge=0)

@@ -119,6 +119,16 @@ async def finish_job(
     return await store.atomic(finish)
 
 
+async def requeue_job(store: Store, job: Job) -> None:
+    """Put a job interrupted by a restart back in the queue; that start does not count."""
+    await store.atomic(
+        lambda db: db.execute(
+            "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0) WHERE id = ?",
+            (job.id,),
+        )
+    )
+
+
 async def set_reply_ref(store: Store, job_id: int, reply_ref: str) -> None:
     """Where the job's reply is shown on its platform (its placeholder message)."""
     await store.atomic(

@@ -39,6 +39,7 @@ class WorkItem:
     enqueued: float = field(default_factory=time.monotonic)
     first_token: float | None = None
     shown_position: int | None = None
+    paused: bool = False  # cancelled by a restart, not by the user: to be written again
 
 
 def describe(failure: BaseException | None) -> str | None:

@@ -80,7 +80,7 @@ async def discord_bot(
             engine_urls=engine_url,
             admin_token=ADMIN_TOKEN,
             discord_admin_ids=str(ADMIN),
-            **{"max_tokens": 24, "temperature": 0, **settings},
+            **{"max_tokens": 24, "temperature": 0, "rate_limit_per_minute": 0, **settings},
         )
         async with Parley(config) as service:
             adapter = DiscordAdapter(config, service)

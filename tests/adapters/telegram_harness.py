@@ -75,7 +75,7 @@ async def telegram_bot(
         engine_urls=engine.url,
         admin_token=ADMIN_TOKEN,
         telegram_admin_ids=str(ADMIN),
-        **{"max_tokens": 24, "temperature": 0, **settings},
+        **{"max_tokens": 24, "temperature": 0, "rate_limit_per_minute": 0, **settings},
     )
     try:
         async with Parley(config) as service:

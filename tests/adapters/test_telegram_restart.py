@@ -9,11 +9,14 @@ import asyncio
 import signal
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from bot.app import SHUTDOWN_GRACE
 from bot.resume import TOO_OLD
+from bot.service import PAUSED
 from tests.adapters.telegram_harness import ALICE, is_final, plain
 from tests.adapters.test_console import base_env
 from tests.emulators.telegram_api import TelegramEmulator
@@ -128,3 +131,47 @@ async def test_answers_too_old_to_write_end_with_a_note_on_the_same_message(
             assert TOO_OLD in text or "▌" not in text  # told, or it had finished before the kill
         told = [m for m in emu.bot_messages() if TOO_OLD in plain(m.text)]
         assert told  # the ones the kill interrupted
+
+
+async def test_a_stopped_bot_notes_the_interruption_and_the_next_start_finishes_it(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    async with TelegramEmulator() as emu:
+        env = {
+            **base_env(tmp_path), "TELEGRAM_TOKEN": emu.token,
+            "TELEGRAM_API_BASE_URL": emu.base_url, "ENGINE_URLS": engine.url,
+            "MAX_TOKENS": "200", "TEMPERATURE": "0",
+        }  # fmt: skip
+        bot = await _start_bot(env, tmp_path)
+        asked = {
+            user: await emu.user_says("Tell me about the sea.", chat_id=user, user_id=user)
+            for user in USERS
+        }
+        await emu.wait_for(lambda: any("▌" in m.text for m in emu.bot_messages()) or None, 60)
+        stopping = time.monotonic()
+        assert await _stop(bot) == 0
+        assert time.monotonic() - stopping < SHUTDOWN_GRACE + 10  # bounded
+        noted = [m for m in emu.bot_messages() if PAUSED in plain(m.text)]
+        assert noted and all("▌" not in plain(m.text) for m in emu.bot_messages())
+        left = _jobs(tmp_path / "parley.db")
+        assert "running" not in left and "queued" in left
+        bot = await _start_bot(env, tmp_path)
+        try:
+            for user, message_id in asked.items():
+                await emu.wait_for(
+                    lambda u=user, m=message_id: (
+                        all(  # type: ignore[misc]
+                            is_final(r) and PAUSED not in plain(r.text)
+                            for r in emu.bot_messages(u)
+                            if r.reply_to_message_id == m
+                        )
+                        or None
+                    ),
+                    180,
+                )
+        finally:
+            assert await _stop(bot) == 0
+        assert _jobs(tmp_path / "parley.db") == ["done"] * len(USERS)
+        for user, message_id in asked.items():
+            replies = [r for r in emu.bot_messages(user) if r.reply_to_message_id == message_id]
+            assert len(replies) == 1

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.model
 def _settings(tmp_path: Path) -> Settings:
     return load_settings(
         model="demo", database_path=tmp_path / "bot.db", engine_n_ctx=512, engine_parallel=1,
-        max_tokens=400, temperature=0.0, engine_start_timeout=120,
+        max_tokens=120, temperature=0.0, engine_start_timeout=120,
     )  # fmt: skip
 
 
@@ -61,8 +61,8 @@ async def test_a_killed_engine_is_restarted_and_the_answer_written_again(tmp_pat
         await service.handle(waiting)  # one slot: queued behind alice
         killed = await _kill_when_writing(app.engine, asker)
         assert await _noticed_within(app.engine, killed) < 2.0
-        await asyncio.wait_for(asker.done.wait(), 120)
-        await asyncio.wait_for(waiter.done.wait(), 120)
+        await asyncio.wait_for(asker.done.wait(), 240)
+        await asyncio.wait_for(waiter.done.wait(), 240)
         assert app.engine.restarts == 1 and app.engine.pid != first_pid
         assert asker.restarts == 1 and waiter.restarts == 0
         assert asker.outcome is not None and asker.outcome.state == "done"
@@ -80,7 +80,7 @@ async def test_losing_the_engine_twice_is_an_error_on_the_same_reply(tmp_path: P
         await service.handle(asking)
         await _kill_when_writing(app.engine, asker)
         await _kill_when_writing(app.engine, asker)  # the second try, once it writes
-        await asyncio.wait_for(asker.done.wait(), 120)
+        await asyncio.wait_for(asker.done.wait(), 240)
         assert asker.restarts == 1
         assert asker.outcome is not None and asker.outcome.state == "error"
         assert asker.outcome.error == ENGINE_LOST
