@@ -195,7 +195,12 @@ class EngineCore:
             job.n_cached = reuse if job.t_first is None else job.n_cached
             job.t_admitted = self.clock() if job.t_first is None else job.t_admitted
             if job.sampler is None:
-                job.sampler = self.backend.make_sampler(job.request.params)
+                try:
+                    job.sampler = self.backend.make_sampler(job.request.params)
+                except Exception:  # the job left `waiting`: fail it, or its client hangs
+                    log.exception("could not make a sampler for request %s", job.request.id)
+                    self._fail(job, "the engine could not set up sampling for this request")
+                    continue
                 for token in job.prompt[-max(job.request.params.repeat_last_n, 0) :]:
                     job.sampler.accept(token)
             self.running.append(job)

@@ -11,7 +11,7 @@ from engine.requests import (
     GenerationRequest,
     SamplingParams,
 )
-from tests.engine.fakes import FakeBackend
+from tests.engine.fakes import FakeBackend, FakeSampler
 
 
 class Collector:
@@ -274,6 +274,26 @@ def test_a_decode_error_fails_only_the_requests_in_that_batch() -> None:
     core.submit(request([10], b, max_tokens=2))
     run_all(core)
     assert b.text == "11 12 "
+
+
+def test_a_sampler_that_cannot_be_made_fails_only_its_request() -> None:
+    """Not a hang: the request has left the waiting queue when its sampler is made."""
+    backend = FakeBackend(n_seq=1)
+    core = EngineCore(backend)
+    broken, fine = Collector(), Collector()
+    real = backend.make_sampler
+
+    def make_sampler(params: SamplingParams) -> FakeSampler:
+        if params.seed == 666:
+            raise ValueError("bad sampler")
+        return real(params)
+
+    backend.make_sampler = make_sampler  # type: ignore[method-assign]
+    core.submit(request([10], broken, max_tokens=2, seed=666))
+    core.submit(request([10], fine, max_tokens=2))
+    run_all(core)
+    assert isinstance(broken.final, Failed) and "sampling" in broken.final.message
+    assert fine.text == "11 12 "  # the only slot was given back
 
 
 def test_the_sampler_sees_the_prompt_for_repeat_penalties() -> None:
