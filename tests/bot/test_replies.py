@@ -459,7 +459,7 @@ async def test_finish_states(state: FinishState, note: str | None, shown: str) -
 
 @pytest.mark.parametrize(
     ("state", "shown"),
-    [("done", "(no answer)"), ("stopped", "⏹ stopped"), ("error", "⚠ error: boom")],
+    [("done", "(no answer)"), ("stopped", "⏹ boom"), ("error", "⚠ error: boom")],
 )
 async def test_empty_answer_shows_a_placeholder(state: FinishState, shown: str) -> None:
     time, surface, reply = make_reply()
