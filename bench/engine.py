@@ -1,7 +1,8 @@
 """Engine benchmark: raw llama-cpp-python, Parley's engine and (if built) llama-server, one run.
 
 Measured on the demo model, each phase on a fresh server:
-- raw ``Llama``: one stream's prompt and decode tok/s (the ceiling for one stream);
+- raw ``Llama``: one stream's prompt and decode tok/s (the ceiling for one stream), its runs
+  alternated with Parley's one-stream runs, best of three each (the machine drifts);
 - streams: prompt tok/s, then 1, 2, 4, 8, 16 concurrent streams (aggregate tok/s, TTFT);
 - multi-turn: TTFT of turns 1..8 (~150 new tokens a turn) for one user, and for 32 users
   taking turns round-robin over 8 sequences (every conversation's KV leaves its sequence
@@ -32,47 +33,63 @@ from engine.download import demo_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = (1, 2, 4, 8, 16)
+ROUNDS = 3  # raw and Parley one-stream runs, alternated
 Start = Callable[[Path, ServerShape], AbstractContextManager[Running]]
 
 
-def raw_llama(model: Path, tokens: int, threads: int) -> dict[str, float]:
-    """llama-cpp-python's high-level ``Llama``, one stream, greedy, EOS ignored; best of two."""
-    from llama_cpp import Llama
+class RawLlama:
+    """llama-cpp-python's high-level ``Llama``, one stream, greedy, EOS ignored: the ceiling
+    for one stream. Loaded once; ``run`` is one measurement."""
 
-    llm = Llama(str(model), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
-    prompt = llm.tokenize(("<start_of_turn>user\n" + load.PROMPT * 8).encode())
-    best: dict[str, float] = {}
-    for _ in range(2):
-        llm.reset()  # type: ignore[no-untyped-call]
+    def __init__(self, model: Path, threads: int) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(
+            str(model), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False
+        )
+        self.prompt = self.llm.tokenize(("<start_of_turn>user\n" + load.PROMPT * 8).encode())
+
+    def run(self, tokens: int) -> dict[str, float]:
+        self.llm.reset()  # type: ignore[no-untyped-call]
         started = time.perf_counter()
         first = 0.0
         produced = 0
-        for _token in llm.generate(prompt, temp=0.0, reset=True):
+        for _token in self.llm.generate(self.prompt, temp=0.0, reset=True):
             produced += 1
             if produced == 1:
                 first = time.perf_counter()
             if produced >= tokens:
                 break
         end = time.perf_counter()
-        run = {
-            "prompt_tps": len(prompt) / (first - started),
+        return {
+            "prompt_tps": len(self.prompt) / (first - started),
             "decode_tps": (produced - 1) / (end - first),
         }
-        if run["decode_tps"] > best.get("decode_tps", 0):
-            best = run
-    del llm
-    return best
 
 
-def measure(start: Start, model: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Every phase against one kind of server."""
+def measure(
+    start: Start, model: Path, args: argparse.Namespace, raw: RawLlama | None = None
+) -> dict[str, Any]:
+    """Every phase against one kind of server. With ``raw``, its runs alternate with the
+    server's one-stream runs (best of ``ROUNDS`` each), so the machine's drift hits both."""
     results: dict[str, Any] = {}
     streams_shape = ServerShape(parallel=max(LEVELS), n_ctx=1024, threads=args.threads)
     chat_shape = ServerShape(parallel=8, n_ctx=2048, threads=args.threads)
     with start(model, streams_shape) as server:
         asyncio.run(load.warm_up(server.target))
-        results["prompt_tps"] = asyncio.run(load.prompt_speed(server.target))
-        results["streams"] = {n: _streams(server, n, args.tokens) for n in LEVELS}
+        raw_runs, prompts, singles = [], [], []
+        for _ in range(ROUNDS):
+            if raw is not None:
+                raw_runs.append(raw.run(args.tokens))
+            prompts.append(asyncio.run(load.prompt_speed(server.target)))
+            singles.append(asyncio.run(load.concurrent_streams(server.target, 1, args.tokens)))
+        if raw_runs:
+            results["raw"] = {
+                key: max(run[key] for run in raw_runs) for key in ("prompt_tps", "decode_tps")
+            }
+        results["prompt_tps"] = max(prompts)
+        results["streams"] = {1: max(singles, key=lambda run: run["decode_tps_per_stream"])}
+        results["streams"].update({n: _streams(server, n, args.tokens) for n in LEVELS[1:]})
     with start(model, chat_shape) as server:
         solo = [
             asyncio.run(load.round_robin(server.target, 1, args.turns, args.answer, f"solo{i}"))
@@ -99,19 +116,16 @@ def measure(start: Start, model: Path, args: argparse.Namespace) -> dict[str, An
 
 
 def _streams(server: Running, n: int, tokens: int) -> dict[str, float]:
-    """``n`` concurrent streams; one stream is run twice and the faster kept, as raw is."""
-    runs = [
-        asyncio.run(load.concurrent_streams(server.target, n, tokens))
-        for _ in range(2 if n == 1 else 1)
-    ]
-    return max(runs, key=lambda run: run["decode_tps_per_stream"])
+    return asyncio.run(load.concurrent_streams(server.target, n, tokens))
 
 
 def collect(args: argparse.Namespace | None = None) -> dict[str, Any]:
     args = args or parser().parse_args([])
     model = demo_model_path()
-    results: dict[str, Any] = {"raw": raw_llama(model, args.tokens, args.threads)}
-    results["parley"] = measure(parley, model, args)
+    raw = RawLlama(model, args.threads)
+    results: dict[str, Any] = {"parley": measure(parley, model, args, raw)}
+    results["raw"] = results["parley"].pop("raw")
+    del raw
     binary = os.environ.get("LLAMA_SERVER_BIN")
     if binary:
 
