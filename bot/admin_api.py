@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from bot import store_admin
+from bot.backup import backup_database
 from bot.errors import ParleyError
 from bot.model_catalog import local_models
 from bot.redact import redact
@@ -66,6 +67,7 @@ def create_admin_app(service: ChatService, token: str, info: dict[str, Any]) -> 
     app.router.add_get("/history", history)
     app.router.add_post("/history/wipe", wipe)
     app.router.add_get("/stats", stats)
+    app.router.add_post("/backup", backup)
     return app
 
 
@@ -148,6 +150,20 @@ async def wipe(request: web.Request) -> web.Response:
     platform, user_id = split_person(str(body.get("user", "")))
     return web.json_response({"deleted": await store_admin.wipe(
         request.app[SERVICE].store, platform, user_id)})  # fmt: skip
+
+
+async def backup(request: web.Request) -> web.Response:
+    body = await request.json()
+    store = request.app[SERVICE].store
+    if store.path is None or not isinstance(body, dict) or not body.get("path"):
+        return web.json_response({"error": "give a PATH (and a database on disk)"}, status=400)
+    try:
+        made = await backup_database(store.path, Path(str(body["path"])).expanduser())
+    except ParleyError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response(
+        {"path": str(made.path), "bytes": made.bytes, "seconds": round(made.seconds, 3)}
+    )
 
 
 async def stats(request: web.Request) -> web.Response:

@@ -27,6 +27,7 @@ EXAMPLES = {
     "users": "parley admin users ban discord:4242 --reason spam",
     "history": "parley admin history export telegram:12345 -o alice.jsonl",
     "stats": "parley admin stats --json",
+    "backup": "parley admin backup ~/parley-backup.db",
 }
 
 
@@ -78,6 +79,10 @@ def parser() -> argparse.ArgumentParser:
         "stats", "messages, tokens and TTFT per person and per model", EXAMPLES["stats"]
     )
     stats.add_argument("--json", action="store_true")
+    backup = command(
+        "backup", "copy the live database to PATH (safe while the bot runs)", EXAMPLES["backup"]
+    )
+    backup.add_argument("path", type=Path)
     return p
 
 
@@ -170,6 +175,10 @@ async def run(args: argparse.Namespace, client: AdminClient) -> int:
         print(f"{args.action}: {args.user}")
     elif command == "history":
         return await _history(args, client)
+    elif command == "backup":
+        target = str(args.path.expanduser().resolve())  # the bot may run in another folder
+        data = await client.call("POST", "/backup", {"path": target})
+        print(f"backed up {data['bytes']:,} bytes to {data['path']} in {data['seconds']} s")
     elif command == "stats":
         data = await client.call("GET", "/stats")
         if args.json:

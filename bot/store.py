@@ -60,8 +60,9 @@ T = TypeVar("T")
 class Store:
     """Persistence for the bot. Open with ``await Store.open(path)``; close when done."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path | None = None) -> None:
         self._db = db
+        self.path = path  # the database file (None: in memory)
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -79,7 +80,7 @@ class Store:
         except BaseException:
             await db.close()
             raise
-        return cls(db)
+        return cls(db, None if str(path) == ":memory:" else Path(path))
 
     async def close(self) -> None:
         async with self._lock:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import shutil
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -178,3 +179,20 @@ async def test_model_pull_lists_picks_and_downloads_with_progress(tmp_path: Path
         assert "acme/tiny-GGUF:tiny-Q4_K_M.gguf" in out
         code, _, err = await admin(tmp_path, "model", "pull", "acme/tiny-GGUF", "nope.gguf", **env)
         assert code == 1 and err.count("\n") == 1 and "nope.gguf" in err
+
+
+async def test_backup_copies_the_live_database(
+    running: tuple[Parley, ChatService], tmp_path: Path
+) -> None:
+    _, service = running
+    incoming, sink = say("alice", "Remember this", [])
+    await service.handle(incoming)
+    await asyncio.wait_for(sink.done.wait(), 60)
+    code, out, err = await admin(tmp_path, "backup", "copy.db")  # relative to the CLI's folder
+    assert code == 0, err
+    assert "backed up" in out and str(tmp_path / "copy.db") in out
+    with sqlite3.connect(tmp_path / "copy.db") as copy:
+        rows = copy.execute("SELECT content FROM messages WHERE role = 'user'").fetchall()
+    assert rows == [("Remember this",)]
+    code, _, err = await admin(tmp_path, "backup", "no/such/folder/copy.db")
+    assert code == 1 and "not a folder" in err
