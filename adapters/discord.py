@@ -58,10 +58,22 @@ class DiscordAdapter:
 
     def resume_reply(
         self, chat_id: str, user_id: str, source_ref: str | None, reply_ref: str | None
-    ) -> None:
-        """Discord replies are not found again after a restart yet (a slash command's token
-        is gone with the process): the unfinished job is ended, its message kept."""
-        return None
+    ) -> PlatformReply | None:
+        """The reply to DM or mention ``source_ref`` an earlier run was writing, in its
+        placeholder ``reply_ref``. A slash command's reply cannot be found again (its
+        interaction token died with that process): None."""
+        if source_ref is None:
+            return None
+        channel = self.client.get_partial_messageable(int(chat_id))
+        placeholder = channel.get_partial_message(int(reply_ref)) if reply_ref else None
+        surface = MessageSurface(
+            channel.get_partial_message(int(source_ref)), self._stop_pressed,
+            owner_id=int(user_id), placeholder=placeholder,
+        )  # fmt: skip
+        reply = self._reply(surface, int(chat_id))
+        if reply_ref is not None:
+            reply.resume_in(reply_ref)
+        return reply
 
     async def start(self) -> None:
         """Log in, connect, sync the commands; a bad token is one clear ParleyError."""
@@ -236,7 +248,7 @@ class DiscordAdapter:
         surface = MessageSurface(message, self._stop_pressed)
         try:
             await self.service.handle(
-                self._incoming(message.author, message.channel.id, text, surface)
+                self._incoming(message.author, message.channel.id, text, surface, str(message.id))
             )
         except discord.Forbidden:
             await self._explain_missing_permissions(message)
@@ -262,12 +274,18 @@ class DiscordAdapter:
         channel_id: int | None,
         text: str,
         surface: InteractionSurface | MessageSurface,
+        source_ref: str | None = None,
     ) -> Incoming:
-        channel = self.client.get_partial_messageable(channel_id or 0)
+        reply = self._reply(surface, channel_id or 0)
+        return Incoming(
+            PLATFORM, str(channel_id), str(user.id), user.display_name, text, reply, source_ref
+        )
 
+    def _reply(
+        self, surface: InteractionSurface | MessageSurface, channel_id: int
+    ) -> PlatformReply:
         async def typing() -> None:
-            await self.client.http.send_typing(channel.id)
+            await self.client.http.send_typing(channel_id)
 
         reply_surface: ReplySurface = surface
-        reply = PlatformReply(reply_surface, typing=typing, before_finish=surface.finish)
-        return Incoming(PLATFORM, str(channel_id), str(user.id), user.display_name, text, reply)
+        return PlatformReply(reply_surface, typing=typing, before_finish=surface.finish)

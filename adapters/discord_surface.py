@@ -96,10 +96,24 @@ class _Surface:
 class MessageSurface(_Surface):
     """A reply to a DM or a mention, continued in the same channel past 2000 characters."""
 
-    def __init__(self, message: discord.Message, on_stop: OnStop) -> None:
-        super().__init__(message.author.id, on_stop)
+    def __init__(
+        self,
+        message: discord.Message | discord.PartialMessage,
+        on_stop: OnStop,
+        *,
+        owner_id: int | None = None,
+        placeholder: discord.PartialMessage | None = None,
+    ) -> None:
+        """``message`` is the user's. After a restart it is only known by id (a partial
+        message: ``owner_id`` is its author) and ``placeholder`` is the reply posted then."""
+        if owner_id is None:
+            assert isinstance(message, discord.Message)
+            owner_id = message.author.id
+        super().__init__(owner_id, on_stop)
         self.message = message
-        self.sent: dict[str, discord.Message] = {}
+        self.sent: dict[str, discord.Message | discord.PartialMessage] = {}
+        if placeholder is not None:
+            self.sent[str(placeholder.id)] = placeholder
 
     async def send(self, text: str) -> str:
         view = self._view() or discord.utils.MISSING

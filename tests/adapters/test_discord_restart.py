@@ -1,0 +1,87 @@
+"""`parley run` on Discord killed with SIGKILL while answering DMs: the next run finishes each
+answer in the reply message the first run posted, once. The real bot processes, the Discord
+emulator (REST and gateway), the real engine process and SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.adapters.test_console import base_env
+from tests.emulators.discord_api import DiscordEmulator, MessageRecord
+from tests.engine_process import EngineProcess
+
+pytestmark = pytest.mark.model
+
+USERS = [2001 + i for i in range(6)]  # more than the engine's 4 slots: some wait
+
+
+async def _start_bot(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    bot = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "run", cwd=cwd, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert bot.stdout is not None
+    banner = await asyncio.wait_for(bot.stdout.readline(), 120)
+    assert b"answering on Discord" in banner, banner
+    return bot
+
+
+def _replies(emu: DiscordEmulator, asked: int) -> list[MessageRecord]:
+    return [m for m in emu.bot_messages() if m.reference_id == asked]
+
+
+def _answered(emu: DiscordEmulator, asked: int) -> bool:
+    replies = _replies(emu, asked)
+    return bool(replies) and all(map(_final, replies))
+
+
+def _final(message: MessageRecord) -> bool:
+    text = message.content
+    return bool(text) and not message.components and "▌" not in text and text != "…"
+
+
+async def test_a_killed_bot_finishes_every_dm_answer_in_the_same_message(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    async with DiscordEmulator() as emu:
+        env = {
+            **base_env(tmp_path), "DISCORD_TOKEN": emu.token,
+            "DISCORD_API_BASE_URL": f"{emu.base_url}/api/v10",
+            "DISCORD_GATEWAY_URL": emu.gateway_url, "ENGINE_URLS": engine.url,
+            "MAX_TOKENS": "60", "TEMPERATURE": "0",
+        }  # fmt: skip
+        bot = await _start_bot(env, tmp_path)
+        try:
+            asked = {user: await emu.send_dm(user, "Tell me about the sea.") for user in USERS}
+            await emu.wait_for(
+                lambda: any("▌" in m.content for m in emu.bot_messages()) or None, 60
+            )
+            await emu.wait_for(lambda: len(emu.bot_messages()) >= len(USERS) or None, 30)
+        finally:
+            bot.send_signal(signal.SIGKILL)
+            await bot.wait()
+        with sqlite3.connect(tmp_path / "parley.db") as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            left = {row[0] for row in db.execute("SELECT status FROM jobs")}
+        assert "running" in left
+        bot = await _start_bot(env, tmp_path)
+        try:
+            for message_id in asked.values():
+                await emu.wait_for(lambda m=message_id: _answered(emu, m) or None, 120)  # type: ignore[misc]
+        finally:
+            bot.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(bot.wait(), 60) == 0
+        with sqlite3.connect(tmp_path / "parley.db") as db:
+            assert {row[0] for row in db.execute("SELECT status FROM jobs")} == {"done"}
+            rows = db.execute("SELECT content FROM messages WHERE role = 'assistant'")
+            stored = [" ".join(row[0].split()) for row in rows]
+        for message_id in asked.values():
+            replies = _replies(emu, message_id)
+            assert len(replies) == 1  # the first run's reply, finished; nothing twice
+            assert " ".join(replies[0].content.split()) in stored
