@@ -60,11 +60,12 @@ class DiscordAdapter:
         self, chat_id: str, user_id: str, source_ref: str | None, reply_ref: str | None
     ) -> PlatformReply | None:
         """The reply to DM or mention ``source_ref`` an earlier run was writing, in its
-        placeholder ``reply_ref``. A slash command's reply cannot be found again (its
-        interaction token died with that process): None."""
-        if source_ref is None:
-            return None
+        placeholder ``reply_ref``. A /chat answer cannot be edited again (its interaction
+        token died with that process): it is posted afresh in the channel."""
         channel = self.client.get_partial_messageable(int(chat_id))
+        if source_ref is None:
+            fresh = MessageSurface(None, self._stop_pressed, owner_id=int(user_id), channel=channel)
+            return self._reply(fresh, int(chat_id))
         placeholder = channel.get_partial_message(int(reply_ref)) if reply_ref else None
         surface = MessageSurface(
             channel.get_partial_message(int(source_ref)), self._stop_pressed,

@@ -98,30 +98,38 @@ class MessageSurface(_Surface):
 
     def __init__(
         self,
-        message: discord.Message | discord.PartialMessage,
+        message: discord.Message | discord.PartialMessage | None,
         on_stop: OnStop,
         *,
         owner_id: int | None = None,
         placeholder: discord.PartialMessage | None = None,
+        channel: discord.PartialMessageable | None = None,
     ) -> None:
         """``message`` is the user's. After a restart it is only known by id (a partial
-        message: ``owner_id`` is its author) and ``placeholder`` is the reply posted then."""
+        message: ``owner_id`` is its author) and ``placeholder`` is the reply posted then.
+        With no message (a /chat answer whose interaction died with an earlier run) the
+        answer is posted afresh in ``channel``, mentioning ``owner_id``."""
         if owner_id is None:
             assert isinstance(message, discord.Message)
             owner_id = message.author.id
         super().__init__(owner_id, on_stop)
         self.message = message
+        self.channel = channel or (message.channel if message is not None else None)
         self.sent: dict[str, discord.Message | discord.PartialMessage] = {}
         if placeholder is not None:
             self.sent[str(placeholder.id)] = placeholder
 
     async def send(self, text: str) -> str:
         view = self._view() or discord.utils.MISSING
-        if not self.sent:
+        if not self.sent and self.message is not None:
             posted = await _call(self.message.reply(text, view=view, mention_author=False))
         else:
-            await _call(list(self.sent.values())[-1].edit(view=None))  # earlier parts are final
-            posted = await _call(self.message.channel.send(text, view=view))
+            if self.sent:
+                await _call(list(self.sent.values())[-1].edit(view=None))  # earlier parts final
+            fresh = not self.sent and self.message is None
+            assert self.channel is not None
+            content = f"<@{self.owner_id}> {text}" if fresh else text
+            posted = await _call(self.channel.send(content, view=view))
         self.sent[str(posted.id)] = posted
         return str(posted.id)
 

@@ -67,7 +67,7 @@ async def resume_jobs(
             await service.give_up(item, reason)
             continue
         service.enqueue(item)
-        if left.reply_ref is None:
+        if incoming.reply.reference() is None:  # not bound to the earlier run's message
             await incoming.reply.accepted(item.shown_position)
         elif item.shown_position is not None:
             await incoming.reply.queued(item.shown_position)

@@ -85,3 +85,51 @@ async def test_a_killed_bot_finishes_every_dm_answer_in_the_same_message(
             replies = _replies(emu, message_id)
             assert len(replies) == 1  # the first run's reply, finished; nothing twice
             assert " ".join(replies[0].content.split()) in stored
+
+
+async def test_a_chat_command_answer_cut_by_a_kill_is_posted_afresh_to_its_user(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    """A /chat reply cannot be edited after a restart (its interaction token is gone): the
+    answer comes as a new message in that channel, mentioning the user."""
+    async with DiscordEmulator() as emu:
+        env = {
+            **base_env(tmp_path), "DISCORD_TOKEN": emu.token,
+            "DISCORD_API_BASE_URL": f"{emu.base_url}/api/v10",
+            "DISCORD_GATEWAY_URL": emu.gateway_url, "ENGINE_URLS": engine.url,
+            "MAX_TOKENS": "60", "TEMPERATURE": "0",
+        }  # fmt: skip
+        bot = await _start_bot(env, tmp_path)
+        try:
+            runs = [
+                await emu.run_slash_command("chat", {"prompt": "The sea"}, user_id=user)
+                for user in USERS[:2]
+            ]
+            await emu.wait_for(
+                lambda: any("▌" in m.content for m in emu.bot_messages()) or None, 60
+            )
+        finally:
+            bot.send_signal(signal.SIGKILL)
+            await bot.wait()
+        unfinished = {
+            user for user, run in zip(USERS, runs, strict=False)
+            if not (run.original_id and _final(emu.messages[run.original_id]))
+        }  # fmt: skip
+        assert unfinished
+        bot = await _start_bot(env, tmp_path)
+
+        def fresh(user: int) -> MessageRecord | None:
+            for m in emu.bot_messages():
+                if m.source == "channel" and m.history and m.history[0].startswith(f"<@{user}>"):
+                    return m if _final(m) else None
+            return None
+
+        try:
+            for user in unfinished:
+                answer = await emu.wait_for(lambda u=user: fresh(u), 120)  # type: ignore[misc]
+                assert len(answer.content) > 20
+        finally:
+            bot.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(bot.wait(), 60) == 0
+        with sqlite3.connect(tmp_path / "parley.db") as db:
+            assert {row[0] for row in db.execute("SELECT status FROM jobs")} == {"done"}
