@@ -17,7 +17,7 @@ from discord import app_commands
 
 from adapters.discord_surface import InteractionSurface, MessageSurface
 from bot.errors import ParleyError
-from bot.incoming import Incoming
+from bot.incoming import NOT_UNICODE, Incoming, is_valid_unicode
 from bot.platform_reply import PlatformReply
 from bot.replies import ReplySurface
 from bot.service import ChatService
@@ -26,6 +26,7 @@ from bot.settings import Settings
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
+SHOWN_PROMPT = 1900  # a Discord message holds 2,000 characters
 HELP = (
     "I answer with a language model running on my operator's machine.\n"
     "`/chat prompt:` asks me something (or DM me, or mention me).\n"
@@ -218,8 +219,12 @@ class DiscordAdapter:
         if text is None:
             current = await self.service.system_prompt_for(PLATFORM, str(user.id),
                                                            user.display_name)  # fmt: skip
-            await interaction.response.send_message(f"Your system prompt:\n{current}",
+            shown = current if len(current) <= SHOWN_PROMPT else current[:SHOWN_PROMPT] + "…"
+            await interaction.response.send_message(f"Your system prompt:\n{shown}",
                                                     ephemeral=True)  # fmt: skip
+            return
+        if not is_valid_unicode(text):
+            await interaction.response.send_message(NOT_UNICODE, ephemeral=True)
             return
         prompt = None if text.strip().lower() == "reset" else text
         await self.service.set_system_prompt(PLATFORM, str(user.id), user.display_name, prompt)

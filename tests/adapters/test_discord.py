@@ -155,3 +155,20 @@ async def test_refusals_are_ephemeral_and_only_admins_switch_models(
         )
         assert admin.callback_types[0] == 5
         await asyncio.sleep(0)
+
+
+async def test_system_refuses_broken_text_and_shows_a_long_prompt_cut_to_fit(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    async with discord_bot(engine.url, tmp_path / "bot.db") as bot:
+
+        async def system(text: str | None) -> str:
+            options = {} if text is None else {"text": text}
+            run = await bot.emu.run_slash_command("system", options, user_id=ALICE)
+            return bot.emu.messages[await bot.emu.wait_for(lambda: run.original_id)].content
+
+        assert "not valid Unicode" in await system("be \ud800 brief")
+        assert await bot.service.system_prompt_for("discord", str(ALICE), "a") != "be \ud800 brief"
+        assert "is set" in await system("x" * 3000)
+        shown = await system(None)
+        assert len(shown) <= 2000 and shown.endswith("…")
