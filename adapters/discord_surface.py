@@ -79,6 +79,7 @@ def _retry_after(exc: discord.HTTPException) -> float:
 class _Surface:
     limit = LIMIT
     min_edit_interval = EDIT_INTERVAL
+    platform = "discord"  # for the metrics
 
     def __init__(self, owner_id: int, on_stop: OnStop) -> None:
         self.owner_id = owner_id

@@ -60,6 +60,7 @@ class TelegramSurface:
 
     limit = LIMIT
     min_edit_interval = EDIT_INTERVAL
+    platform = "telegram"  # for the metrics
 
     def __init__(
         self, bot: Bot, chat_id: int, reply_to: int, user_id: int, pacer: ChatPacer

@@ -26,6 +26,7 @@ from bot.errors import ModelUnavailable
 from bot.incoming import ReplySink
 from bot.limits import UserLimits
 from bot.local_engine import LocalEngine
+from bot.metrics import create_metrics_app
 from bot.resume import resume_jobs
 from bot.service import MODEL_KEY, ChatService
 from bot.settings import DEMO_MODEL, Settings
@@ -74,6 +75,8 @@ class Parley:
         self.admin_token_given = configured is not None
         self.admin_info: dict[str, Any] = {"adapters": ["terminal"], "model_spec": ""}
         self.admin_runner: web.AppRunner | None = None
+        self.metrics_runner: web.AppRunner | None = None
+        self.metrics_url = ""
 
     async def __aenter__(self) -> ChatService:
         self.session = aiohttp.ClientSession()
@@ -122,6 +125,10 @@ class Parley:
         for row in await store_admin.people(self.store):
             if row.allowed:
                 service.allowed_at_runtime.add((row.platform, row.platform_user_id))
+        if settings.metrics_port is not None:
+            self.metrics_runner, self.metrics_url = await serve_metrics(
+                service, self.engine, settings.metrics_host, settings.metrics_port
+            )
         self.admin_runner = await serve_admin(
             service, self.admin_socket, self.admin_token or secrets.token_urlsafe(),
             self.admin_info, write_token=not self.admin_token_given,
@@ -163,6 +170,8 @@ class Parley:
         return admin_socket_path(self.settings)
 
     async def close(self) -> None:
+        if self.metrics_runner is not None:
+            await self.metrics_runner.cleanup()
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
             self.admin_socket.unlink(missing_ok=True)
@@ -175,6 +184,32 @@ class Parley:
             await self.store.close()
         if self.session is not None:
             await self.session.close()
+
+
+async def serve_metrics(
+    service: ChatService, engine: LocalEngine | None, host: str, port: int
+) -> tuple[web.AppRunner, str]:
+    """``/metrics`` and ``/healthz`` (bot/metrics.py); the runner and its base URL."""
+
+    def gauges() -> dict[str, float]:
+        queued, running = service.load()
+        up = engine.ready.is_set() if engine is not None else True
+        return {
+            "parley_queue_depth": queued, "parley_answers_running": running,
+            "parley_engine_up": float(up),
+            "parley_engine_restarts": float(engine.restarts if engine else 0),
+        }  # fmt: skip
+
+    def ready() -> tuple[bool, list[str]]:
+        reasons = [] if engine is None or engine.ready.is_set() else ["the engine is restarting"]
+        return not reasons, reasons
+
+    runner = web.AppRunner(create_metrics_app(gauges, ready), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0]
+    return runner, f"http://{bound[0]}:{bound[1]}"
 
 
 def admin_keys(settings: Settings) -> frozenset[str]:

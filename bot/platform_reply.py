@@ -13,7 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.incoming import Outcome
-from bot.replies import RateLimited, ReplySurface, StreamedReply
+from bot.metrics import METRICS
+from bot.replies import RateLimited, ReplySurface, StreamedReply, platform_of
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ async def _send_patiently(surface: ReplySurface, text: str, attempts: int = 10) 
         try:
             return await surface.send(text)
         except RateLimited as exc:
+            METRICS.count("parley_rate_limited_total", platform=platform_of(surface))
             log.info("rate limited posting a reply; retrying in %.1f s", exc.retry_after)
             await asyncio.sleep(max(exc.retry_after, 0.0))
     return await surface.send(text)

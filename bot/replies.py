@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
+from bot.metrics import METRICS
+
 log = logging.getLogger(__name__)
 
 MIN_LIMIT = 64
@@ -222,6 +224,10 @@ def final_text(text: str, state: FinishState, note: str | None = None) -> str:
     return f"{text}\n\n{tag}" if text.strip() else text + tag
 
 
+def platform_of(surface: object) -> str:
+    return str(getattr(surface, "platform", "other"))
+
+
 class RateLimited(Exception):
     """Raised by a surface when the platform says slow down (HTTP 429 / RetryAfter)."""
 
@@ -357,6 +363,7 @@ class StreamedReply:
             try:
                 await self._sync()
             except RateLimited as exc:
+                METRICS.count("parley_rate_limited_total", platform=platform_of(self._surface))
                 log.info("reply update rate limited; retrying in %.1f s", exc.retry_after)
                 await self._sleep(max(exc.retry_after, 0.0))
                 self._wake.set()
@@ -399,11 +406,14 @@ class StreamedReply:
             self._last_sent = None
 
     async def _show(self, text: str) -> None:
+        platform = platform_of(self._surface)
         if self._message_id is None:
+            METRICS.count("parley_messages_sent_total", platform=platform)
             self._message_id = await self._surface.send(text)
             self._last_edit = self._clock()
             self._last_sent = text
         elif text != self._last_sent:
             self._last_edit = self._clock()  # a refused edit counts too: pace from the attempt
+            METRICS.count("parley_edits_sent_total", platform=platform)
             await self._surface.edit(self._message_id, text)
             self._last_sent = text

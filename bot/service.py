@@ -26,6 +26,7 @@ from bot.engine_client import EngineClient, Sampling
 from bot.errors import EngineUnavailable, ParleyError, QueueFull
 from bot.incoming import NOT_UNICODE, Incoming, Outcome, is_valid_unicode
 from bot.limits import UserLimits
+from bot.metrics import METRICS
 from bot.queue import FairQueue, QueuedJob
 from bot.reply_tasks import Deliveries, show_positions
 from bot.store import Store
@@ -158,6 +159,7 @@ class ChatService:
         except QueueFull as exc:
             refusal = str(exc)
         if refusal is not None:
+            METRICS.count("parley_messages_refused_total", platform=incoming.platform)
             if not await self.store.is_banned(incoming.platform, incoming.user_id):
                 await incoming.reply.notice(refusal)
             return
@@ -167,6 +169,7 @@ class ChatService:
         )  # fmt: skip
         if accepted is None:
             return  # banned: no answer at all
+        METRICS.count("parley_messages_received_total", platform=incoming.platform)
         item = WorkItem(
             incoming, accepted.user, accepted.conversation, accepted.message, accepted.job
         )
@@ -304,6 +307,10 @@ class ChatService:
 
     # ---- workers ----------------------------------------------------------------------
 
+    def load(self) -> tuple[int, int]:
+        """(queued, running) jobs right now."""
+        return len(self.queue), len(self._running)
+
     def _running_for(self, key: str) -> int:
         return sum(1 for job in self._running.values() if job.user == key)
 
@@ -316,6 +323,7 @@ class ChatService:
             job = await self.queue.get()
             self._running[job.id] = job
             self._busy.add(worker)
+            job.payload.started = time.monotonic()
             try:
                 await job.payload.incoming.reply.started()
                 await self._answer(job)
@@ -402,7 +410,19 @@ class ChatService:
         await finish_job(self.store, item.job, JOB_STATUS[outcome.state], reply, outcome.error)
         if outcome.state == "done" and outcome.usage is not None:
             self._recent.append((time.monotonic(), outcome.usage.completion_tokens))
+        _measure(item, outcome)
         self._deliveries.start(item, outcome)
+
+
+def _measure(item: WorkItem, outcome: Outcome) -> None:
+    platform = item.incoming.platform
+    METRICS.count("parley_replies_total", platform=platform, state=outcome.state)
+    if item.started is not None:
+        METRICS.observe("parley_queue_wait_seconds", item.started - item.enqueued)
+    if item.first_token is not None:
+        METRICS.observe("parley_ttft_seconds", item.first_token - item.enqueued)
+    if outcome.usage is not None:
+        METRICS.count("parley_tokens_generated_total", outcome.usage.completion_tokens)
 
 
 def _user_key(incoming: Incoming) -> str:

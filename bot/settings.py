@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     # many seconds old; older ones are ended with a note asking to send them again.
     resume_max_age: float = Field(default=900.0, ge=0)
 
+    # Prometheus /metrics and /healthz on METRICS_HOST:METRICS_PORT (no port: not served).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
     admin_token: SecretStr | None = None
     # Where `parley admin` reaches the running bot; default: admin.sock beside the database.
     admin_socket: Path | None = None

@@ -38,6 +38,7 @@ class WorkItem:
     reply_text: list[str] = field(default_factory=list)
     enqueued: float = field(default_factory=time.monotonic)
     first_token: float | None = None
+    started: float | None = None  # when a worker took it
     shown_position: int | None = None
     paused: bool = False  # cancelled by a restart, not by the user: to be written again
 

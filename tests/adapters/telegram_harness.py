@@ -30,6 +30,7 @@ class TelegramBot:
     service: ChatService
     adapter: TelegramAdapter
     database: Path
+    app: Parley | None = None
 
     async def answer_to(self, message_id: int, chat_id: int, timeout: float = 60) -> BotMessage:
         """The bot's reply to a user message, once its final text (no cursor) has landed."""
@@ -78,11 +79,12 @@ async def telegram_bot(
         **{"max_tokens": 24, "temperature": 0, "rate_limit_per_minute": 0, **settings},
     )
     try:
-        async with Parley(config) as service:
+        app = Parley(config)
+        async with app as service:
             adapter = TelegramAdapter(config, service)
             await adapter.start()
             try:
-                yield TelegramBot(emulator, service, adapter, database)
+                yield TelegramBot(emulator, service, adapter, database, app)
             finally:
                 await service.stop()  # running answers end ("stopped") while Telegram is there
                 await adapter.stop()

@@ -11,6 +11,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.app import Parley
@@ -25,8 +26,13 @@ pytestmark = pytest.mark.model
 def _settings(tmp_path: Path) -> Settings:
     return load_settings(
         model="demo", database_path=tmp_path / "bot.db", engine_n_ctx=512, engine_parallel=1,
-        max_tokens=120, temperature=0.0, engine_start_timeout=120,
+        max_tokens=120, temperature=0.0, engine_start_timeout=120, metrics_port=0,
     )  # fmt: skip
+
+
+async def _readiness(url: str) -> int:
+    async with aiohttp.ClientSession() as http, http.get(url + "/healthz?ready=1") as response:
+        return response.status
 
 
 async def _kill_when_writing(engine: LocalEngine, sink: Recorder) -> float:
@@ -61,6 +67,7 @@ async def test_a_killed_engine_is_restarted_and_the_answer_written_again(tmp_pat
         await service.handle(waiting)  # one slot: queued behind alice
         killed = await _kill_when_writing(app.engine, asker)
         assert await _noticed_within(app.engine, killed) < 2.0
+        assert await _readiness(app.metrics_url) == 503  # while the engine restarts
         await asyncio.wait_for(asker.done.wait(), 240)
         await asyncio.wait_for(waiter.done.wait(), 240)
         assert app.engine.restarts == 1 and app.engine.pid != first_pid
@@ -69,6 +76,7 @@ async def test_a_killed_engine_is_restarted_and_the_answer_written_again(tmp_pat
         assert waiter.outcome is not None and waiter.outcome.state == "done"
         assert asker.text == asker.outcome.text and len(asker.text) > 20
         assert _jobs(app.settings.database_path) == [("done", None), ("done", None)]
+        assert await _readiness(app.metrics_url) == 200
 
 
 async def test_losing_the_engine_twice_is_an_error_on_the_same_reply(tmp_path: Path) -> None:

@@ -1,0 +1,82 @@
+"""The bot's /metrics (Prometheus text format) and /healthz, on loopback."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.metrics import Registry
+from tests.adapters.telegram_harness import ALICE, BOB, telegram_bot
+from tests.engine_process import EngineProcess
+
+SAMPLE = re.compile(r"^([a-z_]+)(\{[^}]*\})? (\S+)$")
+
+
+def parse(text: str) -> dict[str, float]:
+    """``name{labels}`` -> value, for every sample line."""
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            match = SAMPLE.match(line)
+            assert match, f"not a Prometheus sample line: {line!r}"
+            found[match[1] + (match[2] or "")] = float(match[3])
+    return found
+
+
+def test_counters_and_histograms_render_in_the_text_format() -> None:
+    registry = Registry()
+    registry.count("x_total", platform='tele"gram')
+    registry.count("x_total", 2, platform='tele"gram')
+    for value in (0.07, 0.3, 200.0):
+        registry.observe("wait_seconds", value)
+    samples = parse(registry.render({"depth": 3}))
+    assert samples['x_total{platform="tele\\"gram"}'] == 3
+    assert samples["depth"] == 3
+    assert samples['wait_seconds_bucket{le="0.1"}'] == 1  # cumulative buckets
+    assert samples['wait_seconds_bucket{le="0.5"}'] == 2
+    assert samples['wait_seconds_bucket{le="+Inf"}'] == 3 == samples["wait_seconds_count"]
+    assert samples["wait_seconds_sum"] == pytest.approx(200.37)
+
+
+@pytest.mark.model
+async def test_a_running_bot_counts_messages_replies_edits_and_429s(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    settings = {"metrics_port": 0, "rate_limit_per_minute": 1, "max_tokens": 40}
+    async with (
+        telegram_bot(engine, tmp_path / "bot.db", **settings) as bot,
+        aiohttp.ClientSession() as http,
+    ):
+        assert bot.app is not None and bot.app.metrics_url.startswith("http://127.0.0.1:")
+
+        async def scrape() -> dict[str, float]:
+            async with http.get(bot.app.metrics_url + "/metrics") as response:  # type: ignore[union-attr]
+                assert response.status == 200
+                return parse(await response.text())
+
+        before = await scrape()
+        bot.emu.fail_next("editMessageText", "429", times=1, retry_after=1)
+        first = await bot.emu.user_says("Tell me about the sea", chat_id=ALICE, user_id=ALICE)
+        await bot.answer_to(first, ALICE)
+        limited = await bot.emu.user_says("again", chat_id=ALICE, user_id=ALICE)
+        await bot.answer_to(limited, ALICE)
+        other = await bot.emu.user_says("hello", chat_id=BOB, user_id=BOB)
+        await bot.answer_to(other, BOB)
+        after = await scrape()
+
+        def grew(name: str) -> float:
+            return after.get(name, 0) - before.get(name, 0)
+
+        assert grew('parley_messages_received_total{platform="telegram"}') == 2
+        assert grew('parley_messages_refused_total{platform="telegram"}') == 1
+        assert grew('parley_replies_total{platform="telegram",state="done"}') == 2
+        assert grew('parley_edits_sent_total{platform="telegram"}') >= 2
+        assert grew('parley_rate_limited_total{platform="telegram"}') == 1
+        assert grew("parley_ttft_seconds_count") == 2 and grew("parley_tokens_generated_total") > 0
+        assert after["parley_queue_depth"] == 0 and after["parley_engine_up"] == 1
+        for query, status in (("", "alive"), ("?ready=1", "ready")):
+            async with http.get(f"{bot.app.metrics_url}/healthz{query}") as response:
+                assert response.status == 200 and (await response.json())["status"] == status
