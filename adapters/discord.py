@@ -18,6 +18,7 @@ from discord import app_commands
 from adapters.discord_surface import InteractionSurface, MessageSurface
 from bot.errors import ParleyError
 from bot.incoming import NOT_UNICODE, Incoming, is_valid_unicode
+from bot.model_catalog import offered_models
 from bot.platform_reply import PlatformReply
 from bot.replies import ReplySurface
 from bot.service import ChatService
@@ -209,7 +210,7 @@ class DiscordAdapter:
     async def model_names(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        names = await self.service.available_models()
+        names = offered_models(self.service.models_dir, self.service.model)
         matching = [n for n in names if current.lower() in n.lower()][:25]
         return [app_commands.Choice(name=n[-100:], value=n) for n in matching]
 

@@ -1,4 +1,5 @@
-"""The models this machine can run without a download, for ``parley admin model list``.
+"""The models this machine can run without a download, for ``parley admin model list`` and
+``/model``.
 
 Three places hold them: the demo package's assembled file, the operator's MODELS_DIR, and the
 Hugging Face cache that ``MODEL=REPO_ID:FILENAME`` downloads into. Each entry carries the spec
@@ -57,6 +58,24 @@ def local_models(
         found.extend((str(p), p) for p in files if p.is_file())
     found.extend(sorted(_hub_cache_ggufs(hub_cache)))
     return [_describe(spec, path, active) for spec, path in found]
+
+
+def offered_models(models_dir: Path | None, current: str) -> list[str]:
+    """What ``/model`` offers: the current model, demo, and .gguf files in MODELS_DIR."""
+    names = {current, DEMO}
+    if models_dir is not None and models_dir.expanduser().is_dir():
+        names.update(str(p) for p in sorted(models_dir.expanduser().glob("*.gguf")))
+    return sorted(n for n in names if n)
+
+
+def resolve_model(models_dir: Path | None, spec: str) -> str:
+    """A bare NAME means a file in MODELS_DIR (``.gguf`` optional); anything else as given."""
+    if models_dir is not None and "/" not in spec and ":" not in spec:
+        for name in (spec, f"{spec}.gguf"):
+            candidate = models_dir.expanduser() / name
+            if candidate.is_file():
+                return str(candidate)
+    return spec
 
 
 def _describe(spec: str, path: Path | None, active: str) -> LocalModel:

@@ -27,6 +27,7 @@ from bot.errors import EngineUnavailable, ParleyError, QueueFull
 from bot.incoming import NOT_UNICODE, Incoming, Outcome, is_valid_unicode
 from bot.limits import UserLimits
 from bot.metrics import METRICS
+from bot.model_catalog import resolve_model
 from bot.queue import FairQueue, QueuedJob
 from bot.reply_tasks import Deliveries, show_positions
 from bot.store import Store
@@ -39,7 +40,15 @@ from bot.store_jobs import (
     set_reply_ref,
 )
 from bot.streaming import stream_answer
-from bot.work import JOB_STATUS, MESSAGE_STATUS, EngineSupervisor, WorkItem, describe, user_key
+from bot.work import (
+    JOB_STATUS,
+    MESSAGE_STATUS,
+    EngineSupervisor,
+    WorkItem,
+    describe,
+    measure,
+    user_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -271,22 +280,6 @@ class ChatService:
     async def is_banned(self, platform: str, user_id: str) -> bool:
         return await self.store.is_banned(platform, user_id)
 
-    async def available_models(self) -> list[str]:
-        """What ``/model`` offers: the current model, demo, and .gguf files in MODELS_DIR."""
-        names = {self.model, "demo"}
-        if self.models_dir is not None and self.models_dir.expanduser().is_dir():
-            names.update(str(p) for p in sorted(self.models_dir.expanduser().glob("*.gguf")))
-        return sorted(n for n in names if n)
-
-    def resolve_model(self, spec: str) -> str:
-        """A bare NAME means a file in MODELS_DIR (``.gguf`` optional); anything else as given."""
-        if self.models_dir is not None and "/" not in spec and ":" not in spec:
-            for name in (spec, f"{spec}.gguf"):
-                candidate = self.models_dir.expanduser() / name
-                if candidate.is_file():
-                    return str(candidate)
-        return spec
-
     async def switch_model(self, spec: str, *, now: bool = False) -> str:
         """Load another model in the engine without a restart; persisted for the next start.
 
@@ -296,7 +289,7 @@ class ChatService:
         """
         if self._admin_token is None:
             raise ParleyError("switching models needs ADMIN_TOKEN (the engine's admin token)")
-        spec = self.resolve_model(spec)
+        spec = resolve_model(self.models_dir, spec)
         async with self._switching:
             card = await self.engine.switch_model(spec, self._admin_token, now=now)
             self.model, self.n_ctx = card.name, card.n_ctx
@@ -410,19 +403,8 @@ class ChatService:
         await finish_job(self.store, item.job, JOB_STATUS[outcome.state], reply, outcome.error)
         if outcome.state == "done" and outcome.usage is not None:
             self._recent.append((time.monotonic(), outcome.usage.completion_tokens))
-        _measure(item, outcome)
+        measure(item, outcome)
         self._deliveries.start(item, outcome)
-
-
-def _measure(item: WorkItem, outcome: Outcome) -> None:
-    platform = item.incoming.platform
-    METRICS.count("parley_replies_total", platform=platform, state=outcome.state)
-    if item.started is not None:
-        METRICS.observe("parley_queue_wait_seconds", item.started - item.enqueued)
-    if item.first_token is not None:
-        METRICS.observe("parley_ttft_seconds", item.first_token - item.enqueued)
-    if outcome.usage is not None:
-        METRICS.count("parley_tokens_generated_total", outcome.usage.completion_tokens)
 
 
 def _user_key(incoming: Incoming) -> str:

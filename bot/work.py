@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bot.errors import ParleyError
-from bot.incoming import Incoming, State
+from bot.incoming import Incoming, Outcome, State
+from bot.metrics import METRICS
 from bot.store import Conversation, Job, JobStatus, Message, MessageStatus, User
 
 JOB_STATUS: dict[State, JobStatus] = {"done": "done", "stopped": "cancelled", "error": "failed"}
@@ -53,3 +54,15 @@ def describe(failure: BaseException | None) -> str | None:
 def user_key(platform: str, user_id: str) -> str:
     """Fairness and limits are per person, across all the chats they talk in."""
     return f"{platform}:{user_id}"
+
+
+def measure(item: WorkItem, outcome: Outcome) -> None:
+    """The finished job, for /metrics."""
+    platform = item.incoming.platform
+    METRICS.count("parley_replies_total", platform=platform, state=outcome.state)
+    if item.started is not None:
+        METRICS.observe("parley_queue_wait_seconds", item.started - item.enqueued)
+    if item.first_token is not None:
+        METRICS.observe("parley_ttft_seconds", item.first_token - item.enqueued)
+    if outcome.usage is not None:
+        METRICS.count("parley_tokens_generated_total", outcome.usage.completion_tokens)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot import model_catalog
-from bot.model_catalog import LocalModel, local_models
+from bot.model_catalog import LocalModel, local_models, offered_models, resolve_model
 from engine.download import demo_model_path
 from tests.bot.test_gguf_info import write_gguf
 from tests.bot.test_model_pull import result_line, run_python
@@ -131,3 +131,15 @@ def test_the_default_hub_cache_follows_hf_home(hf_home: Path, tmp_path: Path) ->
         """
     specs = json.loads(result_line(run_python(code, HF_HOME=str(hf_home))))
     assert HUB_SPEC in specs
+
+
+def test_model_offers_and_bare_names_come_from_the_models_folder(tmp_path: Path) -> None:
+    (tmp_path / "qwen.gguf").write_bytes(b"GGUF")
+    assert offered_models(tmp_path, "current.gguf") == sorted(
+        ["current.gguf", "demo", str(tmp_path / "qwen.gguf")]
+    )
+    assert offered_models(None, "") == ["demo"]
+    assert resolve_model(tmp_path, "qwen") == str(tmp_path / "qwen.gguf")
+    assert resolve_model(tmp_path, "qwen.gguf") == str(tmp_path / "qwen.gguf")
+    assert resolve_model(tmp_path, "repo/name:file.gguf") == "repo/name:file.gguf"
+    assert resolve_model(tmp_path, "missing") == "missing"
