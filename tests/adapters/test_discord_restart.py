@@ -4,14 +4,12 @@ emulator (REST and gateway), the real engine process and SQLite file."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.adapters.bot_process import folded, kill_bot, start_bot, stop_bot
 from tests.adapters.test_console import base_env
 from tests.emulators.discord_api import DiscordEmulator, MessageRecord
 from tests.engine_process import EngineProcess
@@ -21,15 +19,13 @@ pytestmark = pytest.mark.model
 USERS = [2001 + i for i in range(6)]  # more than the engine's 4 slots: some wait
 
 
-async def _start_bot(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    bot = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "run", cwd=cwd, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert bot.stdout is not None
-    banner = await asyncio.wait_for(bot.stdout.readline(), 120)
-    assert b"answering on Discord" in banner, banner
-    return bot
+def _env(emu: DiscordEmulator, engine: EngineProcess, tmp_path: Path) -> dict[str, str]:
+    return {
+        **base_env(tmp_path), "DISCORD_TOKEN": emu.token,
+        "DISCORD_API_BASE_URL": f"{emu.base_url}/api/v10",
+        "DISCORD_GATEWAY_URL": emu.gateway_url, "ENGINE_URLS": engine.url,
+        "MAX_TOKENS": "60", "TEMPERATURE": "0",
+    }  # fmt: skip
 
 
 def _replies(emu: DiscordEmulator, asked: int) -> list[MessageRecord]:
@@ -50,13 +46,8 @@ async def test_a_killed_bot_finishes_every_dm_answer_in_the_same_message(
     engine: EngineProcess, tmp_path: Path
 ) -> None:
     async with DiscordEmulator() as emu:
-        env = {
-            **base_env(tmp_path), "DISCORD_TOKEN": emu.token,
-            "DISCORD_API_BASE_URL": f"{emu.base_url}/api/v10",
-            "DISCORD_GATEWAY_URL": emu.gateway_url, "ENGINE_URLS": engine.url,
-            "MAX_TOKENS": "60", "TEMPERATURE": "0",
-        }  # fmt: skip
-        bot = await _start_bot(env, tmp_path)
+        env = _env(emu, engine, tmp_path)
+        bot = await start_bot(env, tmp_path, "Discord")
         try:
             asked = {user: await emu.send_dm(user, "Tell me about the sea.") for user in USERS}
             await emu.wait_for(
@@ -64,27 +55,25 @@ async def test_a_killed_bot_finishes_every_dm_answer_in_the_same_message(
             )
             await emu.wait_for(lambda: len(emu.bot_messages()) >= len(USERS) or None, 30)
         finally:
-            bot.send_signal(signal.SIGKILL)
-            await bot.wait()
+            await kill_bot(bot)
         with sqlite3.connect(tmp_path / "parley.db") as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
             left = {row[0] for row in db.execute("SELECT status FROM jobs")}
         assert "running" in left
-        bot = await _start_bot(env, tmp_path)
+        bot = await start_bot(env, tmp_path, "Discord")
         try:
             for message_id in asked.values():
                 await emu.wait_for(lambda m=message_id: _answered(emu, m) or None, 120)  # type: ignore[misc]
         finally:
-            bot.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(bot.wait(), 60) == 0
+            assert await stop_bot(bot) == 0
         with sqlite3.connect(tmp_path / "parley.db") as db:
             assert {row[0] for row in db.execute("SELECT status FROM jobs")} == {"done"}
             rows = db.execute("SELECT content FROM messages WHERE role = 'assistant'")
-            stored = [" ".join(row[0].split()) for row in rows]
+            stored = [folded(row[0]) for row in rows]
         for message_id in asked.values():
             replies = _replies(emu, message_id)
             assert len(replies) == 1  # the first run's reply, finished; nothing twice
-            assert " ".join(replies[0].content.split()) in stored
+            assert folded(replies[0].content) in stored
 
 
 async def test_a_chat_command_answer_cut_by_a_kill_is_posted_afresh_to_its_user(
@@ -93,13 +82,8 @@ async def test_a_chat_command_answer_cut_by_a_kill_is_posted_afresh_to_its_user(
     """A /chat reply cannot be edited after a restart (its interaction token is gone): the
     answer comes as a new message in that channel, mentioning the user."""
     async with DiscordEmulator() as emu:
-        env = {
-            **base_env(tmp_path), "DISCORD_TOKEN": emu.token,
-            "DISCORD_API_BASE_URL": f"{emu.base_url}/api/v10",
-            "DISCORD_GATEWAY_URL": emu.gateway_url, "ENGINE_URLS": engine.url,
-            "MAX_TOKENS": "60", "TEMPERATURE": "0",
-        }  # fmt: skip
-        bot = await _start_bot(env, tmp_path)
+        env = _env(emu, engine, tmp_path)
+        bot = await start_bot(env, tmp_path, "Discord")
         try:
             runs = [
                 await emu.run_slash_command("chat", {"prompt": "The sea"}, user_id=user)
@@ -109,14 +93,13 @@ async def test_a_chat_command_answer_cut_by_a_kill_is_posted_afresh_to_its_user(
                 lambda: any("▌" in m.content for m in emu.bot_messages()) or None, 60
             )
         finally:
-            bot.send_signal(signal.SIGKILL)
-            await bot.wait()
+            await kill_bot(bot)
         unfinished = {
             user for user, run in zip(USERS, runs, strict=False)
             if not (run.original_id and _final(emu.messages[run.original_id]))
         }  # fmt: skip
         assert unfinished
-        bot = await _start_bot(env, tmp_path)
+        bot = await start_bot(env, tmp_path, "Discord")
 
         def fresh(user: int) -> MessageRecord | None:
             for m in emu.bot_messages():
@@ -127,9 +110,8 @@ async def test_a_chat_command_answer_cut_by_a_kill_is_posted_afresh_to_its_user(
         try:
             for user in unfinished:
                 answer = await emu.wait_for(lambda u=user: fresh(u), 120)  # type: ignore[misc]
-                assert len(answer.content) > 20
+                assert answer is not None and len(answer.content) > 20
         finally:
-            bot.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(bot.wait(), 60) == 0
+            assert await stop_bot(bot) == 0
         with sqlite3.connect(tmp_path / "parley.db") as db:
             assert {row[0] for row in db.execute("SELECT status FROM jobs")} == {"done"}

@@ -6,9 +6,7 @@ real engine process and SQLite file."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
@@ -17,9 +15,11 @@ import pytest
 from bot.app import SHUTDOWN_GRACE
 from bot.resume import TOO_OLD
 from bot.service import PAUSED
+from tests.adapters.bot_process import folded, kill_bot, start_bot, stop_bot
 from tests.adapters.telegram_harness import ALICE, is_final, plain
 from tests.adapters.test_console import base_env
 from tests.emulators.telegram_api import TelegramEmulator
+from tests.emulators.telegram_models import BotMessage
 from tests.engine_process import EngineProcess
 
 pytestmark = pytest.mark.model
@@ -27,28 +27,34 @@ pytestmark = pytest.mark.model
 USERS = [ALICE + i for i in range(6)]  # more than the engine's 4 slots: some wait
 
 
-async def _start_bot(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    bot = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "run", cwd=cwd, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert bot.stdout is not None
-    banner = await asyncio.wait_for(bot.stdout.readline(), 120)
-    assert b"answering on Telegram" in banner, banner
-    return bot
+def _env(
+    emu: TelegramEmulator, engine: EngineProcess, tmp_path: Path, **more: str
+) -> dict[str, str]:
+    return {
+        **base_env(tmp_path), "TELEGRAM_TOKEN": emu.token,
+        "TELEGRAM_API_BASE_URL": emu.base_url, "ENGINE_URLS": engine.url, **more,
+    }  # fmt: skip
 
 
-async def _stop(bot: asyncio.subprocess.Process) -> int:
-    if bot.returncode is None:
-        bot.send_signal(signal.SIGTERM)
-    return await asyncio.wait_for(bot.wait(), 60)
+def _replies(emu: TelegramEmulator, user: int, asked: int) -> list[BotMessage]:
+    return [r for r in emu.bot_messages(user) if r.reply_to_message_id == asked]
+
+
+async def _wait_all_final(emu: TelegramEmulator, asked: dict[int, int], timeout: float) -> None:
+    """Until every user's reply is final, without the restart note."""
+    for user, message_id in asked.items():
+
+        def done(u: int = user, m: int = message_id) -> bool:
+            return all(is_final(r) and PAUSED not in plain(r.text) for r in _replies(emu, u, m))
+
+        await emu.wait_for(lambda: done() or None, timeout)
 
 
 async def _killed_mid_reply(
     emu: TelegramEmulator, env: dict[str, str], cwd: Path
 ) -> dict[int, int]:
     """Start the bot, have every user ask, SIGKILL it while answers stream; the asked ids."""
-    bot = await _start_bot(env, cwd)
+    bot = await start_bot(env, cwd, "Telegram")
     try:
         asked = {
             user: await emu.user_says("Tell me about the sea.", chat_id=user, user_id=user)
@@ -57,8 +63,7 @@ async def _killed_mid_reply(
         await emu.wait_for(lambda: any("▌" in m.text for m in emu.bot_messages()) or None, 60)
         await emu.wait_for(lambda: len(emu.bot_messages()) == len(USERS) or None, 30)
     finally:
-        bot.send_signal(signal.SIGKILL)
-        await bot.wait()
+        await kill_bot(bot)
     return asked
 
 
@@ -72,37 +77,24 @@ async def test_a_killed_bot_finishes_every_answer_in_the_same_message(
     engine: EngineProcess, tmp_path: Path
 ) -> None:
     async with TelegramEmulator() as emu:
-        env = {
-            **base_env(tmp_path), "TELEGRAM_TOKEN": emu.token,
-            "TELEGRAM_API_BASE_URL": emu.base_url, "ENGINE_URLS": engine.url,
-            "MAX_TOKENS": "60", "TEMPERATURE": "0",
-        }  # fmt: skip
+        env = _env(emu, engine, tmp_path, MAX_TOKENS="60", TEMPERATURE="0")
         asked = await _killed_mid_reply(emu, env, tmp_path)
         database = tmp_path / "parley.db"
         left = _jobs(database)
         assert "running" in left and set(left) <= {"queued", "running", "done"}
-        bot = await _start_bot(env, tmp_path)
+        bot = await start_bot(env, tmp_path, "Telegram")
         try:
-            for user, message_id in asked.items():
-                await emu.wait_for(
-                    lambda u=user, m=message_id: (
-                        all(  # type: ignore[misc]
-                            is_final(r) for r in emu.bot_messages(u) if r.reply_to_message_id == m
-                        )
-                        or None
-                    ),
-                    120,
-                )
+            await _wait_all_final(emu, asked, 120)
         finally:
-            assert await _stop(bot) == 0
+            assert await stop_bot(bot) == 0
         assert _jobs(database) == ["done"] * len(USERS)
         with sqlite3.connect(database) as db:
             rows = db.execute("SELECT content FROM messages WHERE role = 'assistant'")
-            stored = [" ".join(row[0].split()) for row in rows]  # as Telegram shows it
+            stored = [folded(row[0]) for row in rows]
         for user, message_id in asked.items():
-            replies = [r for r in emu.bot_messages(user) if r.reply_to_message_id == message_id]
+            replies = _replies(emu, user, message_id)
             assert len(replies) == 1  # the first run's placeholder, finished; nothing twice
-            shown = " ".join(plain(replies[0].text).split())
+            shown = folded(plain(replies[0].text))
             assert len(shown) > 20 and shown in stored
 
 
@@ -110,21 +102,17 @@ async def test_answers_too_old_to_write_end_with_a_note_on_the_same_message(
     engine: EngineProcess, tmp_path: Path
 ) -> None:
     async with TelegramEmulator() as emu:
-        env = {
-            **base_env(tmp_path), "TELEGRAM_TOKEN": emu.token,
-            "TELEGRAM_API_BASE_URL": emu.base_url, "ENGINE_URLS": engine.url,
-            "MAX_TOKENS": "60",
-        }  # fmt: skip
+        env = _env(emu, engine, tmp_path, MAX_TOKENS="60")
         asked = await _killed_mid_reply(emu, env, tmp_path)
-        bot = await _start_bot({**env, "RESUME_MAX_AGE": "0"}, tmp_path)
+        bot = await start_bot({**env, "RESUME_MAX_AGE": "0"}, tmp_path, "Telegram")
         try:
             await emu.wait_for(lambda: all(is_final(m) for m in emu.bot_messages()) or None, 60)
             await asyncio.sleep(1.5)  # nothing else arrives
         finally:
-            assert await _stop(bot) == 0
+            assert await stop_bot(bot) == 0
         assert set(_jobs(tmp_path / "parley.db")) <= {"done", "failed"}
         for user, message_id in asked.items():
-            replies = [r for r in emu.bot_messages(user) if r.reply_to_message_id == message_id]
+            replies = _replies(emu, user, message_id)
             assert len(replies) == 1
             text = plain(replies[0].text)
             assert TOO_OLD in text or "▌" not in text  # told, or it had finished before the kill
@@ -136,41 +124,25 @@ async def test_a_stopped_bot_notes_the_interruption_and_the_next_start_finishes_
     engine: EngineProcess, tmp_path: Path
 ) -> None:
     async with TelegramEmulator() as emu:
-        env = {
-            **base_env(tmp_path), "TELEGRAM_TOKEN": emu.token,
-            "TELEGRAM_API_BASE_URL": emu.base_url, "ENGINE_URLS": engine.url,
-            "MAX_TOKENS": "200", "TEMPERATURE": "0",
-        }  # fmt: skip
-        bot = await _start_bot(env, tmp_path)
+        env = _env(emu, engine, tmp_path, MAX_TOKENS="200", TEMPERATURE="0")
+        bot = await start_bot(env, tmp_path, "Telegram")
         asked = {
             user: await emu.user_says("Tell me about the sea.", chat_id=user, user_id=user)
             for user in USERS
         }
         await emu.wait_for(lambda: any("▌" in m.text for m in emu.bot_messages()) or None, 60)
         stopping = time.monotonic()
-        assert await _stop(bot) == 0
+        assert await stop_bot(bot) == 0
         assert time.monotonic() - stopping < SHUTDOWN_GRACE + 10  # bounded
         noted = [m for m in emu.bot_messages() if PAUSED in plain(m.text)]
         assert noted and all("▌" not in plain(m.text) for m in emu.bot_messages())
         left = _jobs(tmp_path / "parley.db")
         assert "running" not in left and "queued" in left
-        bot = await _start_bot(env, tmp_path)
+        bot = await start_bot(env, tmp_path, "Telegram")
         try:
-            for user, message_id in asked.items():
-                await emu.wait_for(
-                    lambda u=user, m=message_id: (
-                        all(  # type: ignore[misc]
-                            is_final(r) and PAUSED not in plain(r.text)
-                            for r in emu.bot_messages(u)
-                            if r.reply_to_message_id == m
-                        )
-                        or None
-                    ),
-                    180,
-                )
+            await _wait_all_final(emu, asked, 180)
         finally:
-            assert await _stop(bot) == 0
+            assert await stop_bot(bot) == 0
         assert _jobs(tmp_path / "parley.db") == ["done"] * len(USERS)
         for user, message_id in asked.items():
-            replies = [r for r in emu.bot_messages(user) if r.reply_to_message_id == message_id]
-            assert len(replies) == 1
+            assert len(_replies(emu, user, message_id)) == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,13 +10,6 @@ import pytest
 
 from bot.store import Store
 from bot.store_jobs import Reply, accept_message, begin_job, finish_job
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "parley.db")
-    yield opened
-    await opened.close()
 
 
 async def test_a_first_message_creates_the_user_the_conversation_and_a_queued_job(
