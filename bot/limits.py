@@ -71,8 +71,8 @@ class UserLimits:
                 f"you can send the next one in {wait} s."
             )
         sent.append(now)
-        if len(self._sent) > 10_000:  # forget people who stopped writing
-            for idle in [k for k, times in self._sent.items() if not times]:
+        if len(self._sent) > 10_000:  # forget people who have not written for a minute
+            for idle in [k for k, times in self._sent.items() if times[-1] <= now - WINDOW]:
                 del self._sent[idle]
         return None
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,13 +19,6 @@ from bot.store_jobs import Reply, accept_message, finish_job
 from tests.adapters.telegram_harness import ADMIN, ALICE, BOB, plain, telegram_bot
 from tests.bot.test_service import say
 from tests.engine_process import EngineProcess
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "bot.db")
-    yield opened
-    await opened.close()
 
 
 async def test_the_rate_limit_counts_the_last_minute_and_says_when_to_retry(
@@ -47,6 +39,16 @@ async def test_the_rate_limit_counts_the_last_minute_and_says_when_to_retry(
     now[0] += 45
     assert await limits.refusal(store, "telegram", "7") is None
     assert await limits.refusal(store, "console", "me") is None
+
+
+async def test_people_who_stopped_writing_are_forgotten(store: Store) -> None:
+    now = [0.0]
+    limits = UserLimits(per_minute=5, daily_tokens=0, clock=lambda: now[0])
+    for user in range(10_001):
+        assert await limits.refusal(store, "telegram", str(user)) is None
+    now[0] += 61
+    assert await limits.refusal(store, "telegram", "new") is None
+    assert list(limits._sent) == ["telegram:new"]  # memory stays bounded by active people
 
 
 async def test_the_daily_quota_counts_todays_stored_usage(store: Store) -> None:
