@@ -61,17 +61,18 @@ async def resume_jobs(
         item = WorkItem(
             incoming, accepted.user, accepted.conversation, accepted.message, accepted.job
         )
-        if reason is not None:
-            dropped += sink is None
-            failed += sink is not None
-            await service.give_up(item, reason)
-            continue
-        service.enqueue(item)
-        if incoming.reply.reference() is None:  # not bound to the earlier run's message
-            await incoming.reply.accepted(item.shown_position)
+        if reason is None:
+            service.enqueue(item)
+        if incoming.reply.reference() is None:  # not bound to the earlier run's message:
+            await incoming.reply.accepted(item.shown_position)  # a new one, to answer or tell
         elif item.shown_position is not None:
             await incoming.reply.queued(item.shown_position)
-        queued += 1
+        if reason is None:
+            queued += 1
+            continue
+        dropped += sink is None
+        failed += sink is not None
+        await service.give_up(item, reason)
     if queued or failed or dropped:
         log.warning(
             "resumed %s: %d answers queued again, %d ended (too old or started twice), "

@@ -265,3 +265,29 @@ async def test_a_slow_platform_does_not_hold_the_worker(service: ChatService) ->
     release.set()
     await asyncio.wait_for(slow.done.wait(), 10)
     assert log == ["second", "slow"]
+
+
+async def test_an_old_job_whose_placeholder_was_never_posted_is_told_in_a_new_one(
+    service: ChatService,
+) -> None:
+    """After a restart: no message to edit, too old to answer; the user still hears why."""
+    from bot.platform_reply import PlatformReply
+    from bot.resume import TOO_OLD, resume_jobs
+    from bot.store_jobs import accept_message
+    from tests.bot.test_platform_reply import Surface
+
+    await accept_message(service.store, "test", "alice", "Alice", "chat-1", "hello?")
+    surface = Surface()
+    resumed = await resume_jobs(
+        service,
+        "test",
+        lambda *_: PlatformReply(surface),
+        max_age=0,  # type: ignore[arg-type]
+    )
+    assert (resumed.queued, resumed.failed) == (0, 1)
+    await asyncio.wait_for(_shown(surface, TOO_OLD), 10)
+
+
+async def _shown(surface: object, text: str) -> None:
+    while not any(text in m[-1] for m in getattr(surface, "messages", {}).values()):
+        await asyncio.sleep(0.02)
