@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.engine_spec import parse_engine_spec, split_engine_urls
 from bot.errors import ConfigError
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-1.5B-Instruct-GGUF:qwen2.5-1.5b-instruct-q4_k_m.gguf"
@@ -50,7 +51,8 @@ class Settings(BaseSettings):
     repeat_last_n: int = Field(default=64, ge=-1)
     seed: int | None = None
 
-    # The engine: empty ENGINE_URLS spawns a local one with these options.
+    # The engines: empty ENGINE_URLS spawns a local one with these options; otherwise
+    # comma-separated ``URL[;api_key=..;model=..;max_concurrency=..;n_ctx=..]`` entries.
     engine_urls: UrlList = Field(default_factory=list)
     engine_n_ctx: int = Field(default=4096, ge=256)
     engine_parallel: int = Field(default=8, ge=1)
@@ -127,13 +129,12 @@ class Settings(BaseSettings):
     @field_validator("engine_urls", mode="before")
     @classmethod
     def _url_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            urls = [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
-            bad = [u for u in urls if not re.match(r"^https?://", u)]
-            if bad:
-                raise ValueError(f"expected http(s) URLs, got {bad[0]!r}")
-            return urls
-        return value
+        """Comma-separated ``URL[;key=value...]`` entries (bot/engine_spec.py), each checked."""
+        entries = split_engine_urls(value) if isinstance(value, str) else value
+        if isinstance(entries, list):
+            for entry in entries:
+                parse_engine_spec(str(entry))
+        return entries
 
     @field_validator("model")
     @classmethod
