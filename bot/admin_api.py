@@ -73,16 +73,13 @@ def create_admin_app(service: ChatService, token: str, info: dict[str, Any]) -> 
 
 async def status(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    health = await service.engine.health()
     jobs = service.jobs()
+    engines = [{**row, "url": redact(str(row["url"]))} for row in service.engines.describe()]
     return web.json_response({
         "up_since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(service.started_at)),
         "adapters": request.app[INFO].get("adapters", []),
-        "engine": {
-            "url": redact(service.engine.base_url), "model": service.model, "n_ctx": service.n_ctx,
-            "status": health.status, "slots_busy": health.slots_busy,
-            "slots_total": health.slots_total,
-        },
+        "model": service.model,
+        "engines": engines,
         "queued": sum(1 for j in jobs if j["state"] == "queued"),
         "running": sum(1 for j in jobs if j["state"] == "running"),
         "tokens_per_second_1m": round(service.tokens_per_second(), 2),

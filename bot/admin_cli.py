@@ -136,11 +136,13 @@ async def run(args: argparse.Namespace, client: AdminClient) -> int:
         if args.json:
             print(json.dumps(data, indent=2))
         else:
-            engine = data["engine"]
             print(f"up since     {data['up_since']}\nadapters     {', '.join(data['adapters'])}")
-            print(f"engine       {engine['url']} ({engine['status']})")
-            print(f"model        {engine['model']}, n_ctx {engine['n_ctx']}")
-            print(f"slots        {engine['slots_busy']}/{engine['slots_total']} busy")
+            for engine in data["engines"]:
+                print(f"engine       {engine['url']} ({engine['kind']}, {engine['status']})")
+                print(f"  model      {engine['model']}, n_ctx {engine['n_ctx']}")
+                print(f"  slots      {engine['slots_busy']}/{engine['slots_total']} busy, "
+                      f"{engine['jobs']} answers, {engine['failures']} failures")  # fmt: skip
+                print(f"  tokens     {engine['tokens']}")
             print(f"queue        {data['queued']} queued, {data['running']} running")
             print(f"tokens/s     {data['tokens_per_second_1m']} (last minute)")
     elif command == "model" and action == "list":

@@ -1,4 +1,4 @@
-"""Wiring: settings -> store -> engine (spawned or remote) -> chat service -> adapters.
+"""Wiring: settings -> store -> engines (spawned or remote) -> chat service -> adapters.
 
 ``Parley`` is an async context manager: entering starts everything, leaving stops it in
 reverse order (the local engine last, so no orphan process is left even on Ctrl-C).
@@ -19,14 +19,16 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
-from bot import store_admin
+from bot import redact, store_admin
 from bot.admin_api import serve_admin, token_path
 from bot.engine_client import EngineClient, Sampling
+from bot.engine_pool import Engine, EnginePool
+from bot.engine_spec import EngineSpec, parse_engine_spec
 from bot.errors import ModelUnavailable
 from bot.incoming import ReplySink
 from bot.limits import UserLimits
 from bot.local_engine import LocalEngine
-from bot.metrics import create_metrics_app
+from bot.metrics import create_metrics_app, labelled
 from bot.resume import resume_jobs
 from bot.service import MODEL_KEY, ChatService
 from bot.settings import DEMO_MODEL, Settings
@@ -66,6 +68,7 @@ class Parley:
         self.session: aiohttp.ClientSession | None = None
         self.store: Store | None = None
         self.engine: LocalEngine | None = None
+        self.engines: EnginePool | None = None
         self.service: ChatService | None = None
         self.model_name = ""
         # The engine's admin token: the configured one, or a fresh secret for our own engine,
@@ -94,40 +97,35 @@ class Parley:
     async def _start(self, session: aiohttp.ClientSession) -> ChatService:
         settings = self.settings
         self.store = await Store.open(settings.database_path.expanduser())
-        client = await self._engine(session)
-        card = await client.model()
-        health = await client.health()
-        self.model_name = card.name
+        self.engines = engines = await self._engines(session)
+        self.model_name = engines.primary.model
         service = ChatService(
             self.store,
-            client,
+            engines,
             sampling=self.overrides.sampling or sampling_from(settings),
             system_prompt=(
                 self.overrides.system_prompt
                 if self.overrides.system_prompt is not None
                 else settings.system_prompt
             ),
-            n_ctx=card.n_ctx,
             max_pending_per_user=settings.max_pending_per_user,
             max_pending_total=settings.max_pending_total,
-            model=card.name,
             admin_token=self.admin_token,
             models_dir=settings.models_dir,
-            supervisor=self.engine,
             engine_wait=settings.engine_start_timeout,
             on_model_switch=self.engine.use_model if self.engine else None,
             limits=UserLimits(
                 settings.rate_limit_per_minute, settings.daily_token_quota, admin_keys(settings)
             ),
         )
-        service.start(workers=health.slots_total)
+        service.start()
         self.service = service
         for row in await store_admin.people(self.store):
             if row.allowed:
                 service.allowed_at_runtime.add((row.platform, row.platform_user_id))
         if settings.metrics_port is not None:
             self.metrics_runner, self.metrics_url = await serve_metrics(
-                service, self.engine, settings.metrics_host, settings.metrics_port
+                service, engines, self.engine, settings.metrics_host, settings.metrics_port
             )
         self.admin_runner = await serve_admin(
             service, self.admin_socket, self.admin_token or secrets.token_urlsafe(),
@@ -135,10 +133,20 @@ class Parley:
         )  # fmt: skip
         return service
 
-    async def _engine(self, session: aiohttp.ClientSession) -> EngineClient:
-        """The configured remote engine, or a local one (falling back to demo when offline)."""
+    async def _engines(self, session: aiohttp.ClientSession) -> EnginePool:
+        """The ENGINE_URLS engines, or a local one; started (probed and watched)."""
         if self.settings.engine_urls:
-            return EngineClient(self.settings.engine_urls[0], session)
+            specs = [parse_engine_spec(entry) for entry in self.settings.engine_urls]
+            redact.REDACTOR.add(*(spec.api_key for spec in specs if spec.api_key))
+            pool = EnginePool.of(specs, session)
+        else:
+            client = await self._local_engine(session)
+            pool = EnginePool([Engine(EngineSpec(client.base_url), client, self.engine)])
+        await pool.start()
+        return pool
+
+    async def _local_engine(self, session: aiohttp.ClientSession) -> EngineClient:
+        """Spawn the local engine (falling back to demo when the model cannot be had)."""
         assert self.store is not None
         chosen = await self.store.get_setting(MODEL_KEY)  # the last `/model` switch, if any
         model = self.overrides.model or chosen or self.settings.model
@@ -178,6 +186,8 @@ class Parley:
             token_path(self.admin_socket).unlink(missing_ok=True)
         if self.service is not None:
             await self.service.stop()
+        if self.engines is not None:
+            await self.engines.stop()
         if self.engine is not None:
             await self.engine.stop()
         if self.store is not None:
@@ -187,22 +197,29 @@ class Parley:
 
 
 async def serve_metrics(
-    service: ChatService, engine: LocalEngine | None, host: str, port: int
+    service: ChatService, engines: EnginePool, local: LocalEngine | None, host: str, port: int
 ) -> tuple[web.AppRunner, str]:
     """``/metrics`` and ``/healthz`` (bot/metrics.py); the runner and its base URL."""
 
     def gauges() -> dict[str, float]:
         queued, running = service.load()
-        up = engine.ready.is_set() if engine is not None else True
-        return {
-            "parley_queue_depth": queued, "parley_answers_running": running,
-            "parley_engine_up": float(up),
-            "parley_engine_restarts": float(engine.restarts if engine else 0),
+        values = {
+            "parley_queue_depth": float(queued), "parley_answers_running": float(running),
+            "parley_engine_restarts": float(local.restarts if local else 0),
         }  # fmt: skip
+        for engine in engines.engines:
+            url = redact.redact(engine.url)
+            values[labelled("parley_engine_up", engine=url)] = float(engine.up)
+            values[labelled("parley_engine_slots", engine=url)] = float(engine.capacity)
+            values[labelled("parley_engine_slots_busy", engine=url)] = float(engine.busy)
+            values[labelled("parley_engine_jobs", engine=url)] = float(engine.jobs)
+            values[labelled("parley_engine_failures", engine=url)] = float(engine.failures)
+        return values
 
     def ready() -> tuple[bool, list[str]]:
-        reasons = [] if engine is None or engine.ready.is_set() else ["the engine is restarting"]
-        return not reasons, reasons
+        if any(engine.up for engine in engines.engines):
+            return True, []
+        return False, [f"no engine is serving ({e.url}: {e.reason})" for e in engines.engines]
 
     runner = web.AppRunner(create_metrics_app(gauges, ready), access_log=None)
     await runner.setup()

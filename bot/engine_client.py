@@ -10,10 +10,11 @@ import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
+from bot.conversation import estimate_tokens
 from bot.errors import EngineRequestError, EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,33 @@ class StreamEnd:
     model: str
 
 
-class EngineClient:
-    """One engine's HTTP API. Safe to share between tasks of one event loop."""
+Tokenizer = Literal["messages", "template", "estimate"]
+TOKENIZER_SAYS: dict[Tokenizer, str] = {
+    "messages": "exact (/tokenize with the chat template)",
+    "template": "exact (/apply-template, then /tokenize)",
+    "estimate": "estimated (no tokenizer endpoint; about 60% margin)",
+}
 
-    def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
+
+class EngineClient:
+    """One engine's HTTP API (Parley's, or an OpenAI-compatible server's). Safe to share
+    between tasks of one event loop.
+
+    ``model`` is sent as the request's model name (servers hosting several need it);
+    ``tokenizer`` is how ``count_tokens`` counts: Parley's and vLLM's ``/tokenize`` take the
+    messages, llama-server's takes text (so the template is applied first), and a server
+    with neither gets a conservative estimate (bot/engine_probe.py finds out which).
+    """
+
+    def __init__(
+        self, base_url: str, session: aiohttp.ClientSession, *,
+        api_key: str | None = None, model: str | None = None,
+    ) -> None:  # fmt: skip
         self.base_url = base_url.rstrip("/")
         self._session = session
+        self.model_name = model
+        self.tokenizer: Tokenizer = "messages"
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     async def health(self) -> Health:
         body = await self._get("/health", ok_statuses=(200, 503))
@@ -92,14 +114,42 @@ class EngineClient:
         )
 
     async def model(self) -> ModelCard:
-        body = await self._get("/v1/models")
-        card = body["data"][0]
-        return ModelCard(name=str(card["id"]), n_ctx=int(card.get("n_ctx", 4096)))
+        """The model served (the one named by ``model`` if the server lists several); n_ctx
+        0 when the server does not say (Parley says ``n_ctx``, vLLM ``max_model_len``)."""
+        cards = (await self._get("/v1/models")).get("data") or []
+        card = next((c for c in cards if c.get("id") == self.model_name), None)
+        card = card or (cards[0] if cards else {"id": self.model_name or "unknown"})
+        n_ctx = card.get("n_ctx") or card.get("max_model_len") or 0
+        return ModelCard(name=str(card["id"]), n_ctx=int(n_ctx))
+
+    async def fetch(self, path: str) -> tuple[int, Any]:
+        """GET ``path``: its status and JSON body (None if it is not JSON), for probing what
+        kind of server this is; EngineUnavailable if it cannot be reached."""
+        try:
+            async with self._session.get(
+                self.base_url + path, headers=self._headers, timeout=_PROBE
+            ) as response:
+                try:
+                    return response.status, await response.json(content_type=None)
+                except ValueError:
+                    return response.status, None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EngineUnavailable(f"cannot reach the engine at {self.base_url}: {exc}") from exc
 
     async def count_tokens(self, messages: Sequence[dict[str, str]]) -> int:
-        """Exactly what the model would see for these messages, generation prompt included."""
-        body = await self._post("/tokenize", {"messages": list(messages)})
-        return len(body["tokens"])
+        """What the model would see for these messages, generation prompt included: exact
+        where the server can tokenize, else an estimate that errs high."""
+        if self.tokenizer == "estimate":
+            return estimate_tokens(messages)
+        if self.tokenizer == "template":
+            prompt = (await self._post("/apply-template", {"messages": list(messages)}))["prompt"]
+            body = await self._post("/tokenize", {"content": prompt, "add_special": True})
+            return len(body["tokens"])
+        payload: dict[str, Any] = {"messages": list(messages), "add_generation_prompt": True}
+        if self.model_name:
+            payload["model"] = self.model_name
+        body = await self._post("/tokenize", payload)
+        return int(body["count"]) if "count" in body else len(body["tokens"])
 
     async def stream_chat(
         self, messages: Sequence[dict[str, str]], sampling: Sampling, cache_key: str | None
@@ -117,35 +167,45 @@ class EngineClient:
             "repeat_last_n": sampling.repeat_last_n,
             "seed": sampling.seed,
             "prompt_cache_key": cache_key,
+            "stream_options": {"include_usage": True},  # OpenAI servers: usage at the end
         }
+        if self.model_name:
+            body["model"] = self.model_name
         try:
             async with self._session.post(
-                f"{self.base_url}/v1/chat/completions", json=body, timeout=_STREAM_TIMEOUT
-            ) as response:
+                f"{self.base_url}/v1/chat/completions", json=body, headers=self._headers,
+                timeout=_STREAM_TIMEOUT,
+            ) as response:  # fmt: skip
                 if response.status != 200:
                     raise EngineRequestError(await _error_message(response))
-                model = ""
+                model, finish, usage = "", "", None
                 async for raw in response.content:
-                    if not raw.startswith(b"data: ") or raw.startswith(b"data: [DONE]"):
+                    if not raw.startswith(b"data: "):
                         continue
+                    if raw.startswith(b"data: [DONE]"):
+                        break
                     chunk = json.loads(raw[6:])
                     if "error" in chunk:
                         raise EngineRequestError(str(chunk["error"].get("message", chunk)))
-                    model = chunk.get("model", model)
-                    choice = chunk["choices"][0]
-                    text = choice["delta"].get("content")
-                    if text:
-                        yield text
-                    if choice.get("finish_reason"):
-                        yield StreamEnd(choice["finish_reason"], _usage(chunk.get("usage")), model)
-                        return
+                    model = chunk.get("model") or model
+                    if chunk.get("usage") or chunk.get("timings"):
+                        usage = _usage(chunk.get("usage"), chunk.get("timings"))
+                    for choice in chunk.get("choices") or ():
+                        if text := (choice.get("delta") or {}).get("content"):
+                            yield text
+                        finish = choice.get("finish_reason") or finish
+                    if finish and usage is not None:  # Parley: usage rides on the last chunk
+                        break
+                if finish:  # OpenAI servers send usage in a chunk of its own, then [DONE]
+                    yield StreamEnd(finish, usage or Usage(), model)
+                    return
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise EngineUnavailable(f"lost the engine at {self.base_url}: {exc}") from exc
         raise EngineUnavailable(f"the engine at {self.base_url} ended the stream early")
 
     async def switch_model(self, spec: str, admin_token: str, *, now: bool = False) -> ModelCard:
         """Ask the engine to load ``spec``; running replies finish first unless ``now``."""
-        headers = {"Authorization": f"Bearer {admin_token}"}
+        headers = {**self._headers, "Authorization": f"Bearer {admin_token}"}
         payload = {"model": spec, "cancel_running": now}
         try:
             async with self._session.post(
@@ -160,7 +220,9 @@ class EngineClient:
 
     async def _get(self, path: str, ok_statuses: tuple[int, ...] = (200,)) -> dict[str, Any]:
         try:
-            async with self._session.get(self.base_url + path, timeout=_SHORT) as response:
+            async with self._session.get(
+                self.base_url + path, headers=self._headers, timeout=_SHORT
+            ) as response:
                 if response.status not in ok_statuses:
                     raise EngineRequestError(await _error_message(response))
                 body: dict[str, Any] = await response.json()
@@ -171,7 +233,7 @@ class EngineClient:
     async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         try:
             async with self._session.post(
-                self.base_url + path, json=payload, timeout=_SHORT
+                self.base_url + path, json=payload, headers=self._headers, timeout=_SHORT
             ) as response:
                 if response.status != 200:
                     raise EngineRequestError(await _error_message(response))
@@ -182,21 +244,24 @@ class EngineClient:
 
 
 _SHORT = aiohttp.ClientTimeout(total=60)
+_PROBE = aiohttp.ClientTimeout(total=5)
 _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_read=600)
 _SWAP = aiohttp.ClientTimeout(total=3600)  # a switch may download a model first
 
 
-def _usage(body: dict[str, Any] | None) -> Usage:
-    if not body:
-        return Usage()
+def _usage(body: dict[str, Any] | None, timings: dict[str, Any] | None = None) -> Usage:
+    """Parley's usage, OpenAI's (cached tokens under ``prompt_tokens_details``), or
+    llama-server's ``timings``, whichever the server sent."""
+    body, timings = body or {}, timings or {}
+    details = body.get("prompt_tokens_details") or {}
     return Usage(
-        prompt_tokens=int(body.get("prompt_tokens", 0)),
-        completion_tokens=int(body.get("completion_tokens", 0)),
+        prompt_tokens=int(body.get("prompt_tokens") or timings.get("prompt_n", 0)),
+        completion_tokens=int(body.get("completion_tokens") or timings.get("predicted_n", 0)),
         cached_tokens=int(
-            body.get("cached_tokens", body.get("prompt_tokens_details", {}).get("cached_tokens", 0))
+            body.get("cached_tokens") or details.get("cached_tokens") or timings.get("cache_n", 0)
         ),
-        prompt_ms=float(body.get("prompt_ms", 0.0)),
-        decode_ms=float(body.get("decode_ms", 0.0)),
+        prompt_ms=float(body.get("prompt_ms") or timings.get("prompt_ms", 0.0)),
+        decode_ms=float(body.get("decode_ms") or timings.get("predicted_ms", 0.0)),
     )
 
 

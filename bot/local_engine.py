@@ -137,24 +137,6 @@ class LocalEngine:
             log.warning("the engine is back (restart %d)", self.restarts)
             self.ready.set()
 
-    async def recovered(self, timeout: float) -> None:
-        """Return once the engine serves again after a request to it failed: at once if it
-        still answers /health (the loss was the connection's), else when the supervisor has
-        restarted it; EngineUnavailable if that takes over ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.ready.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.ready.wait(), deadline - time.monotonic())
-                continue
-            try:
-                assert self._client is not None
-                await asyncio.wait_for(self._client.health(), HEALTH_EVERY * 2)
-                return
-            except (EngineUnavailable, TimeoutError):
-                await asyncio.sleep(0.05)  # the supervisor is about to see the exit
-        raise EngineUnavailable("the engine is down and did not come back")
-
     async def _trouble(self, client: EngineClient) -> str:
         """Wait until the engine exits or stops answering; say which."""
         assert self._proc is not None

@@ -45,10 +45,16 @@ class Registry:
         self.histograms[name][tuple(sorted(labels.items()))].observe(value)
 
     def render(self, gauges: dict[str, float]) -> str:
-        """Every metric in Prometheus' text format; ``gauges`` are read just now."""
+        """Every metric in Prometheus' text format; ``gauges`` are read just now (keys are
+        names, or ``labelled`` names)."""
         lines: list[str] = []
-        for name, value in sorted(gauges.items()):
-            lines += [f"# TYPE {name} gauge", f"{name} {value:g}"]
+        typed: set[str] = set()
+        for key, value in sorted(gauges.items()):
+            name = key.split("{", 1)[0]
+            if name not in typed:
+                typed.add(name)
+                lines.append(f"# TYPE {name} gauge")
+            lines.append(f"{key} {value:g}")
         for name, series in sorted(self.counters.items()):
             lines.append(f"# TYPE {name} counter")
             lines += [f"{name}{_labels(labels)} {value:g}" for labels, value in series.items()]
@@ -67,6 +73,11 @@ def _histogram_lines(name: str, labels: Labels, hist: Histogram) -> Iterator[str
         yield f"{name}_bucket{_labels((*labels, ('le', le)))} {running}"
     yield f"{name}_sum{_labels(labels)} {hist.total:g}"
     yield f"{name}_count{_labels(labels)} {running}"
+
+
+def labelled(name: str, **labels: str) -> str:
+    """A gauge's key with labels, e.g. ``parley_engine_up{engine="http://a:1"}``."""
+    return name + _labels(tuple(sorted(labels.items())))
 
 
 def _labels(labels: Labels) -> str:

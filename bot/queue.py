@@ -80,6 +80,11 @@ class FairQueue(Generic[T]):
         self._forget_idle_users()
         return job
 
+    def put_back(self, job: QueuedJob[T]) -> None:
+        """Return a job just taken (no engine had room after all) to its old place."""
+        bisect.insort(self._jobs, job, key=lambda queued: queued.order)
+        self._ready.set()
+
     def remove(self, job_id: int) -> QueuedJob[T] | None:
         """Take a queued job out (cancellation); None if it is not queued."""
         for job in self._jobs:

@@ -1,9 +1,10 @@
 """The chat service: from an adapter's ``Incoming`` to a stored, streamed answer.
 
 ``handle`` checks access and limits, commits the user's message and its job in one
-transaction, and queues the job; workers (one per engine slot) fit the history into the
-context, stream the answer from the engine into the reply sink, and store the reply with its
-final status. Showing the final text is the reply's own task: a worker is free for the next
+transaction, and queues the job; a dispatcher hands each queued job, in fair order, to an
+engine with a free slot (bot/engine_pool.py), and the job's task fits the history into that
+engine's context, streams the answer into the reply sink, and stores the reply with its
+final status. Showing the final text is the reply's own task: the slot is free for the next
 job as soon as the answer is stored, so a chat's pacing or a platform's 429 never holds an
 engine slot idle. Queue positions are shown every ``POSITION_EVERY`` seconds, when they
 changed. Event-loop-only.
@@ -19,10 +20,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from bot.conversation import ScaffoldBound, Turn, fit_conversation, measure_scaffold
-from bot.engine_client import EngineClient, Sampling
+from bot.engine_client import Sampling
+from bot.engine_pool import Engine, EnginePool
 from bot.errors import EngineUnavailable, ParleyError, QueueFull
 from bot.incoming import NOT_UNICODE, Incoming, Outcome, is_valid_unicode
 from bot.limits import UserLimits
@@ -40,15 +41,7 @@ from bot.store_jobs import (
     set_reply_ref,
 )
 from bot.streaming import stream_answer
-from bot.work import (
-    JOB_STATUS,
-    MESSAGE_STATUS,
-    EngineSupervisor,
-    WorkItem,
-    describe,
-    measure,
-    user_key,
-)
+from bot.work import JOB_STATUS, MESSAGE_STATUS, WorkItem, describe, job_rows, measure, user_key
 
 log = logging.getLogger(__name__)
 
@@ -67,48 +60,41 @@ class ChatService:
     def __init__(
         self,
         store: Store,
-        engine: EngineClient,
+        engines: EnginePool,
         *,
         sampling: Sampling,
         system_prompt: str,
-        n_ctx: int,
         max_pending_per_user: int,
         max_pending_total: int,
-        model: str = "",
         admin_token: str | None = None,
         models_dir: Path | None = None,
         position_every: float = POSITION_EVERY,
         positions_shown: int = POSITIONS_SHOWN,
-        supervisor: EngineSupervisor | None = None,
         engine_wait: float = 600.0,
         on_model_switch: Callable[[str], None] | None = None,
         limits: UserLimits | None = None,
     ) -> None:
-        """``supervisor`` restarts a local engine that dies: workers wait for it (up to
-        ``engine_wait`` s) instead of failing the jobs they take; ``on_model_switch`` hears
-        each model switched to (so a restarted engine loads it)."""
+        """``engines`` is started; an answer cut off by a lost engine waits up to
+        ``engine_wait`` s for one to have room again; ``on_model_switch`` hears each model
+        switched to (so a restarted local engine loads it)."""
         self.store = store
-        self.supervisor = supervisor
+        self.engines = engines
         self.engine_wait = engine_wait
         self.on_model_switch = on_model_switch
         self.limits = limits or UserLimits(per_minute=0, daily_tokens=0)
         self.position_every = position_every
         self.positions_shown = positions_shown
-        self.engine = engine
         self.sampling = sampling
         self.system_prompt = system_prompt
-        self.n_ctx = n_ctx
-        self.model = model
         self._admin_token = admin_token
         self.models_dir = models_dir
         self._switching = asyncio.Lock()
         self.queue: FairQueue[WorkItem] = FairQueue(max_pending_per_user, max_pending_total)
         self._running: dict[int, QueuedJob[WorkItem]] = {}
-        self._workers: list[asyncio.Task[None]] = []
-        self._busy: set[asyncio.Task[Any] | None] = set()  # workers answering a job
-        self._closing = False
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._answers: set[asyncio.Task[None]] = set()
         self._deliveries = Deliveries()
-        self._bounds: dict[str, ScaffoldBound] = {}  # per model: fits without counting
+        self._bounds: dict[tuple[str, str], ScaffoldBound] = {}  # per engine and model
         self._positions: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._recent: deque[tuple[float, int]] = deque(maxlen=10_000)  # (finished, tokens)
@@ -117,9 +103,19 @@ class ChatService:
 
     # ---- lifecycle --------------------------------------------------------------------
 
-    def start(self, workers: int) -> None:
-        for index in range(max(1, workers)):
-            self._workers.append(asyncio.create_task(self._work(), name=f"parley-worker-{index}"))
+    @property
+    def model(self) -> str:
+        return self.engines.primary.model
+
+    @property
+    def n_ctx(self) -> int:
+        return self.engines.primary.n_ctx
+
+    def start(self, workers: int | None = None) -> None:
+        """Start answering; ``workers`` caps the answers written at once (default: as many
+        as the engines have slots)."""
+        self.engines.limit = workers
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="parley-dispatcher")
         self._positions = asyncio.create_task(
             show_positions(self.queue, self.position_every, lambda: self.positions_shown),
             name="parley-positions",
@@ -129,10 +125,11 @@ class ChatService:
         """Stop the workers: no new answer starts; running ones get ``grace`` s to finish.
         The rest end as "stopped", or (``resumable``, a restart) go back to the queue with a
         note, to be written again in the same message by the next start (bot/resume.py)."""
-        self._closing = True
-        for worker in self._workers:
-            if worker not in self._busy:
-                worker.cancel()  # idle: waiting for a job
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+            self._dispatcher = None
         deadline = time.monotonic() + grace
         while self._running and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -141,14 +138,11 @@ class ChatService:
             job.cancelled.set()
         while self._running:
             await asyncio.sleep(0.01)
-        tasks = [*self._workers, *([self._positions] if self._positions else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+        if self._positions is not None:
+            self._positions.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._workers.clear()
-        self._positions = None
+                await self._positions
+            self._positions = None
         await self._deliveries.drain(DELIVERY_GRACE)
 
     # ---- adapter calls ----------------------------------------------------------------
@@ -190,7 +184,7 @@ class ChatService:
     def enqueue(self, item: WorkItem) -> None:
         """Queue a stored job; ``item.shown_position`` is its place if it has to wait."""
         position = self.queue.put(QueuedJob(next(self._ids), _user_key(item.incoming), item))
-        waits = position > 1 or self._all_busy()
+        waits = position > 1 or not self.engines.has_room()
         item.shown_position = position if waits else None
 
     async def _pause(self, item: WorkItem) -> None:
@@ -248,18 +242,7 @@ class ChatService:
 
     def jobs(self) -> list[dict[str, object]]:
         """Running then queued jobs, for `parley admin queue`."""
-        now = time.monotonic()
-        rows: list[dict[str, object]] = []
-        for state, jobs in (("running", list(self._running.values())),
-                            ("queued", self.queue.jobs_in_order())):  # fmt: skip
-            for position, job in enumerate(jobs, 1):
-                item = job.payload
-                rows.append({
-                    "job": item.job.id, "state": state, "user": job.user,
-                    "chat": item.incoming.chat_id, "position": position if state == "queued" else 0,
-                    "waiting_s": round(now - item.enqueued, 1),
-                })  # fmt: skip
-        return rows
+        return job_rows(list(self._running.values()), self.queue.jobs_in_order())
 
     async def cancel_job(self, job_id: int) -> bool:
         for job in [*self.queue.jobs_in_order(), *self._running.values()]:
@@ -281,7 +264,7 @@ class ChatService:
         return await self.store.is_banned(platform, user_id)
 
     async def switch_model(self, spec: str, *, now: bool = False) -> str:
-        """Load another model in the engine without a restart; persisted for the next start.
+        """Load another model in the engines without a restart; persisted for the next start.
 
         Replies being written finish on the old model (``now`` stops them); queued ones are
         answered by the new one. A model that fails to load leaves the old one answering and
@@ -291,14 +274,13 @@ class ChatService:
             raise ParleyError("switching models needs ADMIN_TOKEN (the engine's admin token)")
         spec = resolve_model(self.models_dir, spec)
         async with self._switching:
-            card = await self.engine.switch_model(spec, self._admin_token, now=now)
-            self.model, self.n_ctx = card.name, card.n_ctx
+            card = await self.engines.switch_model(spec, self._admin_token, now=now)
             await self.store.set_setting(MODEL_KEY, spec)
             if self.on_model_switch is not None:
                 self.on_model_switch(spec)
             return card.name
 
-    # ---- workers ----------------------------------------------------------------------
+    # ---- answering --------------------------------------------------------------------
 
     def load(self) -> tuple[int, int]:
         """(queued, running) jobs right now."""
@@ -307,42 +289,56 @@ class ChatService:
     def _running_for(self, key: str) -> int:
         return sum(1 for job in self._running.values() if job.user == key)
 
-    def _all_busy(self) -> bool:
-        return len(self._running) >= len(self._workers)
-
-    async def _work(self) -> None:
-        worker = asyncio.current_task()
-        while not self._closing:
+    async def _dispatch(self) -> None:
+        """Hand queued jobs, in fair order, to engines as slots free up."""
+        while True:
+            await self.engines.wait_for_room()
             job = await self.queue.get()
+            engine = self.engines.lease(_cache_key(job.payload))
+            if engine is None:  # the room went while we waited for a job
+                self.queue.put_back(job)
+                continue
             self._running[job.id] = job
-            self._busy.add(worker)
             job.payload.started = time.monotonic()
-            try:
-                await job.payload.incoming.reply.started()
-                await self._answer(job)
-            except Exception:
-                log.exception("worker failed on job %d", job.payload.job.id)
-                with contextlib.suppress(Exception):
-                    outcome = Outcome("error", "", error="internal error; please try again")
-                    await self._finish(job.payload, outcome)
-            finally:
-                self._running.pop(job.id, None)
-                self._busy.discard(worker)
+            task = asyncio.create_task(self._run(job, engine), name=f"parley-job-{job.id}")
+            self._answers.add(task)
+            task.add_done_callback(self._answers.discard)
 
-    async def _answer(self, job: QueuedJob[WorkItem]) -> None:
+    async def _run(self, job: QueuedJob[WorkItem], engine: Engine) -> None:
+        held: list[Engine] = [engine]  # the slot this answer holds, released once
+        try:
+            await job.payload.incoming.reply.started()
+            await self._answer(job, held)
+        except Exception:
+            log.exception("answering job %d failed", job.payload.job.id)
+            with contextlib.suppress(Exception):
+                outcome = Outcome("error", "", error="internal error; please try again")
+                await self._finish(job.payload, outcome)
+        finally:
+            for slot in held:
+                self.engines.release(slot)
+            self._running.pop(job.id, None)
+
+    async def _answer(self, job: QueuedJob[WorkItem], held: list[Engine]) -> None:
+        """Write the answer on ``held[0]``; if that engine is lost, once more on whichever
+        engine has room (``held`` always names the slot to release)."""
         item = job.payload
         history, system = await begin_job(self.store, item.job, SYSTEM_PROMPT_KEY)
         turns = [Turn(m.role, m.content) for m in history]
         for attempt in range(1, ENGINE_ATTEMPTS + 1):
             last = attempt == ENGINE_ATTEMPTS
             try:
-                await self._engine_ready(after_failure=attempt > 1)
+                if not held:
+                    held.append(await self.engines.acquire(_cache_key(item), self.engine_wait))
+                engine = held[0]
                 fitted = await fit_conversation(
                     self.system_prompt if system is None else system, turns,
-                    n_ctx=self.n_ctx, max_tokens=self.sampling.max_tokens,
-                    count_tokens=self.engine.count_tokens, bound=await self._scaffold_bound(),
+                    n_ctx=engine.n_ctx, max_tokens=self.sampling.max_tokens,
+                    count_tokens=engine.client.count_tokens,
+                    bound=await self._scaffold_bound(engine),
                 )  # fmt: skip
-            except EngineUnavailable:
+            except EngineUnavailable as exc:
+                self._lose(held, exc)
                 if last:
                     await self._finish(item, Outcome("error", "", error=ENGINE_LOST))
                     return
@@ -351,14 +347,16 @@ class ChatService:
                 await self._finish(item, Outcome("error", "", error=str(exc)))
                 return
             state, end, failure = await stream_answer(
-                self.engine, self.sampling, job, fitted.messages
+                engine.client, self.sampling, job, fitted.messages
             )
             if state == "stopped" and item.paused:
                 await self._pause(item)
                 return
             lost = isinstance(failure, EngineUnavailable) and not job.cancelled.is_set()
+            if lost:
+                self._lose(held, failure)
             if lost and not last:
-                log.warning("job %d lost its engine; writing it again", item.job.id)
+                log.warning("job %d lost engine %s; writing it again", item.job.id, engine.url)
                 item.reply_text.clear()
                 item.first_token = None
                 await item.incoming.reply.restarted()
@@ -369,24 +367,26 @@ class ChatService:
             await self._finish(item, Outcome(state, text, error, usage, model, fitted.dropped))
             return
 
-    async def _engine_ready(self, after_failure: bool) -> None:
-        """Wait while a supervised engine restarts (after a failed request: until it is known
-        to serve again); EngineUnavailable if it stays down."""
-        supervisor = self.supervisor
-        if supervisor is not None and (after_failure or not supervisor.ready.is_set()):
-            await supervisor.recovered(self.engine_wait)
+    def _lose(self, held: list[Engine], failure: BaseException | None) -> None:
+        """The held engine failed this answer: out of rotation, slot given back."""
+        if held:
+            engine = held.pop()
+            self.engines.release(engine)
+            self.engines.failed(engine, str(failure))
 
-    async def _scaffold_bound(self) -> ScaffoldBound | None:
-        """The current model's template size, measured on its first use (None if the engine
-        cannot say: every turn is then counted exactly)."""
-        model = self.model
-        if model not in self._bounds:
+    async def _scaffold_bound(self, engine: Engine) -> ScaffoldBound | None:
+        """The engine's template size, measured on its model's first use (None if it cannot
+        say: every turn is then counted)."""
+        key = (engine.url, engine.model)
+        if key not in self._bounds:
             try:
-                self._bounds[model] = await measure_scaffold(self.engine.count_tokens)
+                self._bounds[key] = await measure_scaffold(engine.client.count_tokens)
+            except EngineUnavailable:
+                raise
             except ParleyError as exc:
-                log.debug("no scaffold bound for %s: %s", model, exc)
+                log.debug("no scaffold bound for %s: %s", key, exc)
                 return None
-        return self._bounds[model]
+        return self._bounds[key]
 
     async def _finish(self, item: WorkItem, outcome: Outcome) -> None:
         """Store the reply (partial text kept, marked) and close the job; then show it."""
@@ -409,3 +409,8 @@ class ChatService:
 
 def _user_key(incoming: Incoming) -> str:
     return user_key(incoming.platform, incoming.user_id)
+
+
+def _cache_key(item: WorkItem) -> str:
+    """The engine's name for the conversation's KV cache, and the pool's for its home."""
+    return f"conversation-{item.conversation.id}"

@@ -11,6 +11,7 @@ from typing import Protocol
 from bot.errors import ParleyError
 from bot.incoming import Incoming, Outcome, State
 from bot.metrics import METRICS
+from bot.queue import QueuedJob
 from bot.store import Conversation, Job, JobStatus, Message, MessageStatus, User
 
 JOB_STATUS: dict[State, JobStatus] = {"done": "done", "stopped": "cancelled", "error": "failed"}
@@ -22,11 +23,9 @@ MESSAGE_STATUS: dict[State, MessageStatus] = {
 
 
 class EngineSupervisor(Protocol):
-    """What the service needs of a supervised engine (bot/local_engine.py)."""
+    """What the engine pool needs of a supervised engine (bot/local_engine.py)."""
 
     ready: asyncio.Event  # set while the engine serves
-
-    async def recovered(self, timeout: float) -> None: ...
 
 
 @dataclass
@@ -54,6 +53,23 @@ def describe(failure: BaseException | None) -> str | None:
 def user_key(platform: str, user_id: str) -> str:
     """Fairness and limits are per person, across all the chats they talk in."""
     return f"{platform}:{user_id}"
+
+
+def job_rows(
+    running: list[QueuedJob[WorkItem]], queued: list[QueuedJob[WorkItem]]
+) -> list[dict[str, object]]:
+    """Running then queued jobs, for `parley admin queue`."""
+    now = time.monotonic()
+    rows: list[dict[str, object]] = []
+    for state, jobs in (("running", running), ("queued", queued)):
+        for position, job in enumerate(jobs, 1):
+            item = job.payload
+            rows.append({
+                "job": item.job.id, "state": state, "user": job.user,
+                "chat": item.incoming.chat_id, "position": position if state == "queued" else 0,
+                "waiting_s": round(now - item.enqueued, 1),
+            })  # fmt: skip
+    return rows
 
 
 def measure(item: WorkItem, outcome: Outcome) -> None:

@@ -11,12 +11,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.engine_client import EngineClient, Sampling
+from bot.engine_client import Sampling
 from bot.limits import UserLimits
 from bot.service import ChatService
 from bot.store import Store
 from bot.store_jobs import Reply, accept_message, finish_job
 from tests.adapters.telegram_harness import ADMIN, ALICE, BOB, plain, telegram_bot
+from tests.bot.pools import started_pool
 from tests.bot.test_service import say
 from tests.engine_process import EngineProcess
 
@@ -106,9 +107,9 @@ async def test_a_flood_of_50_delays_another_user_by_at_most_one_job(
     async with aiohttp.ClientSession() as session:
         store = await Store.open(tmp_path / "bot.db")
         service = ChatService(
-            store, EngineClient(engine.url, session),
+            store, await started_pool(engine.url, session),
             sampling=Sampling(max_tokens=8, temperature=0), system_prompt="Be brief.",
-            n_ctx=512, max_pending_per_user=50, max_pending_total=100,
+            max_pending_per_user=50, max_pending_total=100,
         )  # fmt: skip
         service.start(workers=1)
         try:
@@ -123,4 +124,5 @@ async def test_a_flood_of_50_delays_another_user_by_at_most_one_job(
             assert bob.outcome is not None and bob.outcome.state == "done"
         finally:
             await service.stop()
+            await service.engines.stop()
             await store.close()

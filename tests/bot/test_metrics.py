@@ -76,7 +76,10 @@ async def test_a_running_bot_counts_messages_replies_edits_and_429s(
         assert grew('parley_edits_sent_total{platform="telegram"}') >= 2
         assert grew('parley_rate_limited_total{platform="telegram"}') == 1
         assert grew("parley_ttft_seconds_count") == 2 and grew("parley_tokens_generated_total") > 0
-        assert after["parley_queue_depth"] == 0 and after["parley_engine_up"] == 1
+        engine_series = f'{{engine="{engine.url}"}}'
+        assert after["parley_queue_depth"] == 0 and after["parley_engine_up" + engine_series] == 1
+        assert after["parley_engine_slots" + engine_series] == engine.get("/health")["slots_total"]
+        assert after["parley_engine_jobs" + engine_series] >= 2
         for query, status in (("", "alive"), ("?ready=1", "ready")):
             async with http.get(f"{bot.app.metrics_url}/healthz{query}") as response:
                 assert response.status == 200 and (await response.json())["status"] == status

@@ -13,10 +13,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.engine_client import EngineClient, Sampling
+from bot.engine_client import Sampling
 from bot.incoming import Incoming, Outcome
 from bot.service import ChatService
 from bot.store import Store
+from tests.bot.pools import started_pool
 from tests.engine_process import EngineProcess
 
 pytestmark = pytest.mark.model
@@ -73,13 +74,14 @@ async def service(engine: EngineProcess, tmp_path: Path) -> AsyncIterator[ChatSe
     async with aiohttp.ClientSession() as session:
         store = await Store.open(tmp_path / "bot.db")
         chat = ChatService(
-            store, EngineClient(engine.url, session),
+            store, await started_pool(engine.url, session),
             sampling=Sampling(max_tokens=8, temperature=0), system_prompt="Be brief.",
-            n_ctx=512, max_pending_per_user=3, max_pending_total=10, position_every=0.1,
+            max_pending_per_user=3, max_pending_total=10, position_every=0.1,
         )  # fmt: skip
         chat.start(workers=1)
         yield chat
         await chat.stop()
+        await chat.engines.stop()
         await store.close()
 
 
