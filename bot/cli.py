@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
-from bot import redact
+from bot import log_context, redact
 from bot.errors import ParleyError
 
 USAGE = """usage: parley COMMAND [ARGS...]
@@ -93,9 +92,7 @@ async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
         overrides_given["model"] = options.model
     redact.install()  # before settings: a ConfigError is printed through it
     settings = load_settings(**overrides_given)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_context.setup_logging(settings.log_level, settings.log_format, redact.redact)
     redact.install(redact.settings_secrets(settings))  # every root handler, masked
     platforms = command == "run" and bool(settings.platform_tokens)
     if command == "run" and not platforms:

@@ -6,10 +6,11 @@ platform adapters through ``bot.replies.StreamedReply``, the terminal by printin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from bot.engine_client import Usage
+from bot.log_context import new_request_id
 
 State = Literal["done", "stopped", "error"]
 
@@ -68,6 +69,8 @@ class Incoming:
     text: str
     reply: ReplySink
     source_ref: str | None = None  # the message's id on its platform
+    # Follows the message through the bot's and the engine's log lines (X-Request-Id).
+    request_id: str = field(default_factory=new_request_id)
 
 
 NOT_UNICODE = (

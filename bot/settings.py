@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     telegram_answer_backlog: bool = True
 
     log_level: str = Field(default="warning", pattern="^(debug|info|warning|error)$")
+    # text: one line per record, as before; json: one JSON object per line, for collectors.
+    log_format: str = Field(default="text", pattern="^(text|json)$")
 
     @field_validator(
         "discord_allowed_users", "discord_allowed_roles", "discord_allowed_channels",

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -21,6 +21,7 @@ from aiohttp import web
 from engine.download import resolve_model_path
 from engine.errors import EngineError, ModelUnavailableError
 from engine.llama_backend import ContextConfig
+from engine.log_context import FORMATS, REQUEST_ID_FILTER, formatter
 from engine.model import read_gguf_header
 from engine.runtime import EngineConfig, EngineRuntime
 from engine.server import create_app
@@ -29,6 +30,7 @@ from engine.template import TemplateOverride, override_from_file, override_from_
 log = logging.getLogger("engine")
 
 EXIT_MODEL_UNAVAILABLE = 3  # not cached and not downloadable: the bot may fall back to demo
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def build_parser(prog: str = "parley engine") -> argparse.ArgumentParser:
@@ -104,8 +106,37 @@ def build_parser(prog: str = "parley engine") -> argparse.ArgumentParser:
         default=256,
         help="requests allowed to wait for a slot before 503 (default 256)",
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        type=_one_of(LOG_LEVELS, "LOG_LEVEL"),
+        default=os.environ.get("LOG_LEVEL") or "info",
+        choices=LOG_LEVELS,
+        help="least severe lines logged (env LOG_LEVEL, as the bot's; default info)",
+    )
+    p.add_argument(
+        "--log-format",
+        type=_one_of(FORMATS, "LOG_FORMAT"),
+        default=os.environ.get("LOG_FORMAT") or "text",
+        choices=FORMATS,
+        help="text lines, or one JSON object per line (env LOG_FORMAT; default text)",
+    )
     return p  # fmt: skip
+
+
+def _one_of(choices: Sequence[str], variable: str) -> Callable[[str], str]:
+    """Lowercase and check a value. argparse runs ``type`` on a string default too (and
+    checks ``choices`` only on given values), so a bad value from the environment is refused
+    here with the variable named, instead of reaching logging."""
+
+    def convert(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise argparse.ArgumentTypeError(
+                f"must be one of {', '.join(choices)} (from the option or {variable}), got {text!r}"
+            )
+        return value
+
+    return convert
 
 
 def _positive(text: str) -> int:
@@ -203,21 +234,25 @@ class SecretFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str, environ: Mapping[str, str] = os.environ) -> SecretFilter:
-    """Log to stderr (the bot copies it to engine.log) with secrets masked on every handler."""
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def setup_logging(
+    level: str, environ: Mapping[str, str] = os.environ, log_format: str = "text"
+) -> SecretFilter:
+    """Log to stderr (the bot copies it to engine.log) as text or JSON lines, with request
+    ids, and secrets masked on every handler."""
     secrets = SecretFilter(environ)
-    for handler in [*logging.getLogger().handlers, logging.lastResort]:
-        if handler is not None:
-            handler.addFilter(secrets)
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter(log_format, secrets.redact))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    for each in [*logging.getLogger().handlers, logging.lastResort]:
+        if each is not None:
+            each.addFilter(secrets)
+            each.addFilter(REQUEST_ID_FILTER)
     return secrets
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "parley engine") -> int:
     args = build_parser(prog).parse_args(argv)
-    secrets = setup_logging(args.log_level)
+    secrets = setup_logging(args.log_level, log_format=args.log_format)
     try:
         config = config_from_args(args)
         read_gguf_header(resolve_model_path(config.model))  # fail fast, before binding

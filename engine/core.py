@@ -198,7 +198,10 @@ class EngineCore:
                 try:
                     job.sampler = self.backend.make_sampler(job.request.params)
                 except Exception:  # the job left `waiting`: fail it, or its client hangs
-                    log.exception("could not make a sampler for request %s", job.request.id)
+                    log.exception(
+                        "could not make a sampler for request %s", job.request.id,
+                        extra={"request_id": job.request.request_id},
+                    )  # fmt: skip
                     self._fail(job, "the engine could not set up sampling for this request")
                     continue
                 for token in job.prompt[-max(job.request.params.repeat_last_n, 0) :]:
@@ -243,7 +246,10 @@ class EngineCore:
     def _preempt(self, job: Job) -> None:
         """Give the job's KV back (to RAM if it can) and requeue it first to resume later."""
         assert job.slot is not None
-        log.info("KV cache full: preempting request %d", job.request.id)
+        log.info(
+            "KV cache full: preempting request %d", job.request.id,
+            extra={"request_id": job.request.request_id},
+        )  # fmt: skip
         if job.pending is not None:
             job.prompt = [*job.slot.tokens, job.pending]
             job.pending = None

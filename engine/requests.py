@@ -11,6 +11,8 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from engine.log_context import current_request_id
+
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
 FINISH_CANCELLED = "cancelled"
@@ -88,3 +90,6 @@ class GenerationRequest:
     cache_key: str | None = None
     model_generation: int = 0
     id: int = field(default_factory=lambda: next(_ids))
+    # The client's X-Request-Id, for the scheduler thread's log lines about this request (it
+    # serves every request, so no context of one): taken from the context it is made in.
+    request_id: str | None = field(default_factory=current_request_id)

@@ -27,6 +27,7 @@ from engine.api import (
     parse,
 )
 from engine.errors import EngineError, RequestError
+from engine.log_context import echo_request_id, request_id_middleware
 from engine.metrics import EngineMetrics
 from engine.requests import Delta, Event, Failed, Finished, Usage
 from engine.runtime import EngineRuntime
@@ -40,7 +41,9 @@ ADMIN_TOKEN = web.AppKey("admin_token", str)
 
 
 def create_app(runtime: EngineRuntime, admin_token: str = "") -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors_as_json])
+    middlewares = [request_id_middleware, _errors_as_json]  # ids first: errors are logged
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
+    app.on_response_prepare.append(echo_request_id)
     app[RUNTIME] = runtime
     app[METRICS] = EngineMetrics(
         lambda: runtime.core.load if runtime.core else (0, 0, 0),
@@ -202,6 +205,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return response
     finally:
         if not done:  # client went away or the handler failed: free the sequence now
+            log.info("chat completion cancelled before it finished")
             runtime.cancel(generation.id)
             stats.requests.inc(reason="cancelled")
 
@@ -238,6 +242,7 @@ async def _stream(
             await response.write(b"data: [DONE]\n\n")
             break
         if isinstance(event, Failed):
+            log.info("chat completion failed: %s", event.message)
             stats.requests.inc(reason="error")
             await _sse(response, error_body(event.message, "engine_error"))
             break
@@ -259,6 +264,7 @@ async def _collect(
             _record(stats, event.reason, event.usage)
             return web.json_response(completion.whole("".join(parts), event.reason, event.usage))
         else:
+            log.info("chat completion failed: %s", event.message)
             stats.requests.inc(reason="error")
             return web.json_response(error_body(event.message, "engine_error"), status=500)
 
@@ -269,6 +275,17 @@ async def _sse(response: web.StreamResponse, payload: dict[str, Any]) -> None:
 
 
 def _record(stats: EngineMetrics, reason: str, usage: Usage) -> None:
+    """Count a finished completion, and log its one INFO line (under its request id)."""
+    log.info(
+        "chat completion: %d prompt tokens (%d cached), %d generated, finish=%s, "
+        "prompt %.0f ms, decode %.0f ms",
+        usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens, reason,
+        usage.prompt_ms, usage.decode_ms,
+        extra={
+            "finish_reason": reason, "prompt_tokens": usage.prompt_tokens,
+            "cached_tokens": usage.cached_tokens, "completion_tokens": usage.completion_tokens,
+        },
+    )  # fmt: skip
     stats.requests.inc(reason=reason)
     stats.prompt_tokens.inc(usage.prompt_tokens)
     stats.cached_tokens.inc(usage.cached_tokens)

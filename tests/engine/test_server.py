@@ -246,3 +246,22 @@ async def test_metrics_count_requests_tokens_and_ttft(engine: EngineProcess) -> 
     lines = text.splitlines()
     count = next(line for line in lines if line.startswith("parley_engine_ttft_seconds_count"))
     assert float(count.split()[-1]) > 0
+
+
+async def test_a_request_id_is_echoed_and_on_the_engine_log_line_of_its_completion(
+    engine: EngineProcess, http: aiohttp.ClientSession
+) -> None:
+    body = {"messages": user("Hi"), "max_tokens": 4, "stream": True}
+    async with http.post(
+        engine.url + "/v1/chat/completions", json=body, headers={"X-Request-Id": "abc123"}
+    ) as r:
+        assert r.status == 200 and r.headers["X-Request-Id"] == "abc123"
+        await r.read()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the access line is written after the last byte
+        tagged = [line for line in engine.logs().splitlines() if " [abc123]: " in line]
+        if any('"POST /v1/chat/completions' in line for line in tagged):
+            break
+        await asyncio.sleep(0.05)
+    assert any("chat completion: " in line and "4 generated" in line for line in tagged), tagged
+    assert any('"POST /v1/chat/completions' in line for line in tagged), tagged
