@@ -164,6 +164,7 @@ class Parley:
         args = ["--model", model, "--n-ctx", str(settings.engine_n_ctx)]
         args += ["--parallel", str(settings.engine_parallel)]
         args += ["--kv-cache-ram-mb", str(settings.kv_cache_ram_mb)]
+        args += ["--log-format", settings.log_format]  # .env is not in the child's environment
         if settings.engine_threads:
             args += ["--threads", str(settings.engine_threads)]
         if settings.engine_n_gpu_layers is not None:

@@ -16,6 +16,7 @@ import aiohttp
 
 from bot.conversation import estimate_tokens
 from bot.errors import EngineRequestError, EngineUnavailable
+from bot.log_context import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class EngineClient:
             body["model"] = self.model_name
         try:
             async with self._session.post(
-                f"{self.base_url}/v1/chat/completions", json=body, headers=self._headers,
+                f"{self.base_url}/v1/chat/completions", json=body, headers=self._traced(),
                 timeout=_STREAM_TIMEOUT,
             ) as response:  # fmt: skip
                 if response.status != 200:
@@ -218,6 +219,12 @@ class EngineClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise EngineUnavailable(f"cannot reach the engine at {self.base_url}: {exc}") from exc
 
+    def _traced(self) -> dict[str, str]:
+        """Headers with the current message's request id, so the engine logs it too."""
+        if (request_id := current_request_id()) is None:
+            return self._headers
+        return {**self._headers, "X-Request-Id": request_id}
+
     async def _get(self, path: str, ok_statuses: tuple[int, ...] = (200,)) -> dict[str, Any]:
         try:
             async with self._session.get(
@@ -233,7 +240,7 @@ class EngineClient:
     async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         try:
             async with self._session.post(
-                self.base_url + path, json=payload, headers=self._headers, timeout=_SHORT
+                self.base_url + path, json=payload, headers=self._traced(), timeout=_SHORT
             ) as response:
                 if response.status != 200:
                     raise EngineRequestError(await _error_message(response))

@@ -27,6 +27,7 @@ from bot.engine_pool import Engine, EnginePool
 from bot.errors import EngineUnavailable, ParleyError, QueueFull
 from bot.incoming import NOT_UNICODE, Incoming, Outcome, is_valid_unicode
 from bot.limits import UserLimits
+from bot.log_context import request_id_bound
 from bot.metrics import METRICS
 from bot.model_catalog import resolve_model
 from bot.queue import FairQueue, QueuedJob
@@ -149,6 +150,10 @@ class ChatService:
 
     async def handle(self, incoming: Incoming) -> None:
         """Accept one user message: refuse it clearly, or store it and queue its answer."""
+        with request_id_bound(incoming.request_id):  # in every log line, and to the engine
+            await self._accept(incoming)
+
+    async def _accept(self, incoming: Incoming) -> None:
         if not incoming.text.strip():
             await incoming.reply.notice("Send me some text and I'll answer.")
             return
@@ -307,8 +312,9 @@ class ChatService:
     async def _run(self, job: QueuedJob[WorkItem], engine: Engine) -> None:
         held: list[Engine] = [engine]  # the slot this answer holds, released once
         try:
-            await job.payload.incoming.reply.started()
-            await self._answer(job, held)
+            with request_id_bound(job.payload.incoming.request_id):
+                await job.payload.incoming.reply.started()
+                await self._answer(job, held)
         except Exception:
             log.exception("answering job %d failed", job.payload.job.id)
             with contextlib.suppress(Exception):

@@ -73,10 +73,15 @@ async def telegram_bot(
         telegram_token=emulator.token,
         telegram_api_base_url=emulator.base_url,
         database_path=database,
-        engine_urls=engine.url,
         admin_token=ADMIN_TOKEN,
         telegram_admin_ids=str(ADMIN),
-        **{"max_tokens": 24, "temperature": 0, "rate_limit_per_minute": 0, **settings},
+        **{
+            "engine_urls": engine.url,
+            "max_tokens": 24,
+            "temperature": 0,
+            "rate_limit_per_minute": 0,
+            **settings,
+        },
     )
     try:
         app = Parley(config)

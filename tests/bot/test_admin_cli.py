@@ -78,6 +78,9 @@ async def test_status_models_users_history_and_stats(
     assert code == 0 and engine["model"] == "demo" == status["model"] and engine["up"]
     assert engine["slots_total"] == 2 and status["tokens_per_second_1m"] > 0
     assert engine["kind"] == "parley" and engine["tokens"].startswith("exact")
+    code, out, _ = await admin(tmp_path, "status")
+    assert code == 0 and f"engine       {engine['url']} (parley, ok)" in out
+    assert "  tokens     exact (/tokenize with the chat template)" in out
     code, out, _ = await admin(tmp_path, "model", "list", "--json")
     listed = {row["spec"]: row for row in json.loads(out)}
     assert listed["demo"]["active"] and listed["demo"]["quantization"] == "Q4_K_M"

@@ -293,3 +293,23 @@ async def test_an_old_job_whose_placeholder_was_never_posted_is_told_in_a_new_on
 async def _shown(surface: object, text: str) -> None:
     while not any(text in m[-1] for m in getattr(surface, "messages", {}).values()):
         await asyncio.sleep(0.02)
+
+
+async def test_a_messages_request_id_reaches_the_engine_log(
+    service: ChatService, engine: EngineProcess
+) -> None:
+    sink = Recorder([], "traced")
+    incoming = Incoming("test", "chat-9", "trace", "Trace", "Hello", sink, request_id="rid0a1b2c3d")
+    await service.handle(incoming)
+    await asyncio.wait_for(sink.done.wait(), 60)
+    deadline = time.monotonic() + 10
+
+    def traced() -> list[str]:
+        return [line for line in engine.logs().splitlines() if "rid0a1b2c3d" in line]
+
+    while not any("chat completion" in line for line in traced()):
+        assert time.monotonic() < deadline, engine.logs()[-2000:]
+        await asyncio.sleep(0.05)  # the engine logs a completion after its last byte
+    lines = traced()
+    assert any("chat completion" in line for line in lines), lines
+    assert any("/tokenize" in line for line in lines), lines  # fitting is traced too

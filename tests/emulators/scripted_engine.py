@@ -39,6 +39,7 @@ class ScriptedEngine:
         self.slots = slots
         self.n_ctx = n_ctx
         self.busy = 0
+        self.peak_busy = 0  # most answers streamed at once
         self.requests: list[dict[str, Any]] = []
         self.cancelled = 0
         self.runs: list[Run] = []
@@ -80,6 +81,7 @@ class ScriptedEngine:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         self.busy += 1
+        self.peak_busy = max(self.peak_busy, self.busy)
         started = time.perf_counter()
         try:
             for piece in pieces:
@@ -89,14 +91,9 @@ class ScriptedEngine:
                 run.first_token = run.first_token or time.perf_counter()
             if self.before_finish is not None:
                 await self.before_finish(run)
-            usage = {
-                "prompt_tokens": 10, "completion_tokens": len(pieces), "cached_tokens": 0,
-                "prompt_ms": 1.0, "decode_ms": (time.perf_counter() - started) * 1000,
-            }  # fmt: skip
-            final = {"model": "scripted", "usage": usage,
-                     "choices": [{"delta": {}, "finish_reason": "stop"}]}  # fmt: skip
             run.finish = time.perf_counter()
-            await _event(response, final)
+            for final in self.final_events(body, len(pieces), run.finish - started):
+                await _event(response, final)
             await response.write(b"data: [DONE]\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
             self.cancelled += 1
@@ -104,6 +101,17 @@ class ScriptedEngine:
         finally:
             self.busy -= 1
         return response
+
+    def final_events(
+        self, body: dict[str, Any], completion_tokens: int, seconds: float
+    ) -> list[dict[str, Any]]:
+        """Parley's last chunk: the finish reason with usage and timings on it."""
+        usage = {
+            "prompt_tokens": 10, "completion_tokens": completion_tokens, "cached_tokens": 0,
+            "prompt_ms": 1.0, "decode_ms": seconds * 1000,
+        }  # fmt: skip
+        return [{"model": "scripted", "usage": usage,
+                 "choices": [{"delta": {}, "finish_reason": "stop"}]}]  # fmt: skip
 
 
 async def _event(response: web.StreamResponse, payload: dict[str, Any]) -> None:
