@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from bot.conversation import ScaffoldBound, measure_scaffold
 from bot.engine_client import TOKENIZER_SAYS, EngineClient, ModelCard
 from bot.engine_probe import Kind, check, probe
 from bot.engine_spec import EngineSpec
@@ -55,6 +56,7 @@ class Engine:
     jobs: int = 0
     failures: int = 0
     poke: asyncio.Event = field(default_factory=asyncio.Event)  # check it now
+    bounds: dict[str, ScaffoldBound] = field(default_factory=dict)  # per model
 
     @property
     def url(self) -> str:
@@ -153,6 +155,25 @@ class EnginePool:
     def release(self, engine: Engine) -> None:
         engine.busy -= 1
         self._changed.set()
+
+    def lost(self, engine: Engine, reason: str) -> None:
+        """An answer on ``engine`` failed on the connection: its slot back, and the engine
+        out of rotation."""
+        self.release(engine)
+        self.failed(engine, reason)
+
+    async def scaffold_bound(self, engine: Engine) -> ScaffoldBound | None:
+        """The engine's template size, measured on its model's first use (None if it cannot
+        say: every turn is then counted)."""
+        if engine.model not in engine.bounds:
+            try:
+                engine.bounds[engine.model] = await measure_scaffold(engine.client.count_tokens)
+            except EngineUnavailable:
+                raise
+            except ParleyError as exc:
+                log.debug("no scaffold bound for %s: %s", engine.url, exc)
+                return None
+        return engine.bounds[engine.model]
 
     def failed(self, engine: Engine, reason: str) -> None:
         """A request to ``engine`` failed on the connection: out of rotation until its

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.conversation import ScaffoldBound, Turn, fit_conversation, measure_scaffold
+from bot.conversation import Turn, fit_conversation
 from bot.engine_client import Sampling
 from bot.engine_pool import Engine, EnginePool
 from bot.errors import EngineUnavailable, ParleyError, QueueFull
@@ -95,7 +95,6 @@ class ChatService:
         self._dispatcher: asyncio.Task[None] | None = None
         self._answers: set[asyncio.Task[None]] = set()
         self._deliveries = Deliveries()
-        self._bounds: dict[tuple[str, str], ScaffoldBound] = {}  # per engine and model
         self._positions: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._recent: deque[tuple[float, int]] = deque(maxlen=10_000)  # (finished, tokens)
@@ -252,17 +251,13 @@ class ChatService:
     async def cancel_job(self, job_id: int) -> bool:
         for job in [*self.queue.jobs_in_order(), *self._running.values()]:
             if job.payload.job.id == job_id:
-                item = job.payload
-                inc = item.incoming
+                inc = job.payload.incoming
                 return await self.cancel(inc.platform, inc.chat_id, inc.user_id, only=job_id) > 0
         return False
 
     async def cancel_person(self, platform: str, user_id: str) -> int:
-        chats = {
-            job.payload.incoming.chat_id
-            for job in [*self.queue.jobs_in_order(), *self._running.values()]
-            if job.user == user_key(platform, user_id)
-        }
+        jobs = [*self.queue.jobs_in_order(), *self._running.values()]
+        chats = {j.payload.incoming.chat_id for j in jobs if j.user == user_key(platform, user_id)}
         return sum([await self.cancel(platform, chat, user_id) for chat in chats])
 
     async def is_banned(self, platform: str, user_id: str) -> bool:
@@ -341,10 +336,11 @@ class ChatService:
                     self.system_prompt if system is None else system, turns,
                     n_ctx=engine.n_ctx, max_tokens=self.sampling.max_tokens,
                     count_tokens=engine.client.count_tokens,
-                    bound=await self._scaffold_bound(engine),
+                    bound=await self.engines.scaffold_bound(engine),
                 )  # fmt: skip
             except EngineUnavailable as exc:
-                self._lose(held, exc)
+                if held:  # out of rotation, its slot given back
+                    self.engines.lost(held.pop(), str(exc))
                 if last:
                     await self._finish(item, Outcome("error", "", error=ENGINE_LOST))
                     return
@@ -360,7 +356,7 @@ class ChatService:
                 return
             lost = isinstance(failure, EngineUnavailable) and not job.cancelled.is_set()
             if lost:
-                self._lose(held, failure)
+                self.engines.lost(held.pop(), str(failure))
             if lost and not last:
                 log.warning("job %d lost engine %s; writing it again", item.job.id, engine.url)
                 item.reply_text.clear()
@@ -372,27 +368,6 @@ class ChatService:
             usage, model = (end.usage, end.model) if end else (None, "")
             await self._finish(item, Outcome(state, text, error, usage, model, fitted.dropped))
             return
-
-    def _lose(self, held: list[Engine], failure: BaseException | None) -> None:
-        """The held engine failed this answer: out of rotation, slot given back."""
-        if held:
-            engine = held.pop()
-            self.engines.release(engine)
-            self.engines.failed(engine, str(failure))
-
-    async def _scaffold_bound(self, engine: Engine) -> ScaffoldBound | None:
-        """The engine's template size, measured on its model's first use (None if it cannot
-        say: every turn is then counted)."""
-        key = (engine.url, engine.model)
-        if key not in self._bounds:
-            try:
-                self._bounds[key] = await measure_scaffold(engine.client.count_tokens)
-            except EngineUnavailable:
-                raise
-            except ParleyError as exc:
-                log.debug("no scaffold bound for %s: %s", key, exc)
-                return None
-        return self._bounds[key]
 
     async def _finish(self, item: WorkItem, outcome: Outcome) -> None:
         """Store the reply (partial text kept, marked) and close the job; then show it."""
