@@ -164,7 +164,8 @@ class Parley:
         args = ["--model", model, "--n-ctx", str(settings.engine_n_ctx)]
         args += ["--parallel", str(settings.engine_parallel)]
         args += ["--kv-cache-ram-mb", str(settings.kv_cache_ram_mb)]
-        args += ["--log-format", settings.log_format]  # .env is not in the child's environment
+        # .env is not in the child's environment: pass what the operator chose
+        args += ["--log-format", settings.log_format, "--log-level", settings.log_level]
         if settings.engine_threads:
             args += ["--threads", str(settings.engine_threads)]
         if settings.engine_n_gpu_layers is not None:

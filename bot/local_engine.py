@@ -2,7 +2,9 @@
 
 The engine runs as ``python -m engine --port 0``; it prints ``listening on URL`` once bound,
 and ``/health`` turns ``ok`` when the model is loaded. On Linux the child is asked to die
-with its parent (PR_SET_PDEATHSIG), so even a ``kill -9`` of the bot leaves no orphan engine.
+with its parent (PR_SET_PDEATHSIG), so even a ``kill -9`` of the bot leaves no orphan engine,
+and runs in a session of its own: a terminal's Ctrl-C (SIGINT to the whole foreground group)
+reaches only the bot, whose graceful stop lets the engine finish the answers being written.
 
 Once started it is supervised: an exit (kill -9, OOM, a native assert) is seen at once, an
 engine that stops answering ``/health`` within ``HUNG_AFTER`` s; either way it is killed and
@@ -89,10 +91,12 @@ class LocalEngine:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "engine", "--port", "0", *self.args,
+            stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, **(self.env or {})},
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            start_new_session=True,  # Ctrl-C in a terminal signals the bot, which stops it
         )  # fmt: skip
         self._started_at = time.monotonic()
         self._pump = asyncio.create_task(self._copy_stderr())

@@ -21,7 +21,7 @@ from aiohttp import web
 from engine.download import resolve_model_path
 from engine.errors import EngineError, ModelUnavailableError
 from engine.llama_backend import ContextConfig
-from engine.log_context import FORMATS, REQUEST_ID_FILTER, formatter
+from engine.log_context import FORMATS, REQUEST_ID_FILTER, QuietAccessLogger, formatter
 from engine.model import read_gguf_header
 from engine.runtime import EngineConfig, EngineRuntime
 from engine.server import create_app
@@ -180,7 +180,10 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
 async def serve(config: EngineConfig, host: str, port: int, admin_token: str) -> None:
     """Bind, announce, load the model, then serve until SIGINT/SIGTERM."""
     runtime = EngineRuntime(config)
-    runner = web.AppRunner(create_app(runtime, admin_token), handler_cancellation=True)
+    runner = web.AppRunner(
+        create_app(runtime, admin_token), handler_cancellation=True,
+        access_log_class=QuietAccessLogger,
+    )  # fmt: skip
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -21,6 +21,9 @@ from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_log import AccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("engine_request_id", default=None)
 
@@ -160,3 +163,16 @@ def formatter(log_format: str, redact: Callable[[str], str] | None = None) -> lo
     if log_format not in FORMATS:
         raise ValueError(f"log format must be text or json, got {log_format!r}")
     return JsonFormatter(redact) if log_format == "json" else TextFormatter()
+
+
+QUIET_PATHS = frozenset({"/health", "/metrics"})  # polled every few seconds by the bot
+
+
+class QuietAccessLogger(AccessLogger):
+    """aiohttp's access line, except for successful health and metrics polls: a supervised
+    engine is polled twice a second, which would add ~200,000 lines a day to its log."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        if request.path in QUIET_PATHS and response.status < 400:
+            return
+        super().log(request, response, time)

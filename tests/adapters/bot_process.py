@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -10,12 +11,18 @@ from pathlib import Path
 Process = asyncio.subprocess.Process
 
 
-async def start_bot(env: dict[str, str], cwd: Path, platform: str) -> Process:
-    """Start ``parley run`` and return once it says it is answering on ``platform``."""
-    bot = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "run", cwd=cwd, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+async def start_bot(
+    env: dict[str, str], cwd: Path, platform: str, *, own_group: bool = False,
+    log: Path | None = None,
+) -> Process:  # fmt: skip
+    """Start ``parley run`` and return once it says it is answering on ``platform``;
+    ``own_group``: in a process group of its own, as a terminal would start it (for killpg);
+    ``log``: where its stderr goes (else nowhere)."""
+    with log.open("ab") if log else open(os.devnull, "wb") as stderr:
+        bot = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "run", cwd=cwd, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=stderr, start_new_session=own_group,
+        )  # fmt: skip
     assert bot.stdout is not None
     banner = await asyncio.wait_for(bot.stdout.readline(), 120)
     assert f"answering on {platform}".encode() in banner, banner

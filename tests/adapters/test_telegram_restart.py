@@ -6,6 +6,8 @@ real engine process and SQLite file."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -146,3 +148,32 @@ async def test_a_stopped_bot_notes_the_interruption_and_the_next_start_finishes_
         assert _jobs(tmp_path / "parley.db") == ["done"] * len(USERS)
         for user, message_id in asked.items():
             assert len(_replies(emu, user, message_id)) == 1
+
+
+async def test_ctrl_c_in_a_terminal_lets_the_local_engine_finish_the_answers(
+    tmp_path: Path,
+) -> None:
+    """SIGINT to the whole process group, as Ctrl-C sends it: only the bot hears it, so the
+    engine it started is neither stopped nor restarted mid-answer."""
+    async with TelegramEmulator() as emu:
+        env = {
+            **base_env(tmp_path), "TELEGRAM_TOKEN": emu.token,
+            "TELEGRAM_API_BASE_URL": emu.base_url, "MODEL": "demo", "ENGINE_N_CTX": "512",
+            "ENGINE_PARALLEL": "2", "MAX_TOKENS": "24", "TEMPERATURE": "0", "LOG_LEVEL": "info",
+        }  # fmt: skip
+        env.pop("ENGINE_URLS", None)
+        bot_log = tmp_path / "bot.log"
+        bot = await start_bot(env, tmp_path, "Telegram", own_group=True, log=bot_log)
+        try:
+            for user in USERS[:2]:
+                await emu.user_says("Tell me about the sea.", chat_id=user, user_id=user)
+            await emu.wait_for(lambda: any("▌" in m.text for m in emu.bot_messages()) or None, 60)
+            os.killpg(bot.pid, signal.SIGINT)
+            assert await asyncio.wait_for(bot.wait(), 60) == 0
+        finally:
+            if bot.returncode is None:
+                os.killpg(bot.pid, signal.SIGKILL)
+        assert _jobs(tmp_path / "parley.db") == ["done", "done"]  # written within the grace
+        engine_log = (tmp_path / "engine.log").read_text()
+        assert engine_log.count("ready: http://") == 1, engine_log
+        assert "restarting" not in bot_log.read_text()  # the engine never stopped early

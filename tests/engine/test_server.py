@@ -265,3 +265,15 @@ async def test_a_request_id_is_echoed_and_on_the_engine_log_line_of_its_completi
         await asyncio.sleep(0.05)
     assert any("chat completion: " in line and "4 generated" in line for line in tagged), tagged
     assert any('"POST /v1/chat/completions' in line for line in tagged), tagged
+
+
+def test_health_polls_stay_out_of_the_access_log(engine: EngineProcess) -> None:
+    """The bot polls /health twice a second; only other requests (and failures) are logged."""
+    for _ in range(3):
+        engine.get("/health")
+    engine.get("/v1/models")
+    deadline = time.monotonic() + 10
+    while '"GET /v1/models' not in engine.logs():
+        assert time.monotonic() < deadline, engine.logs()[-2000:]
+        time.sleep(0.05)
+    assert '"GET /health HTTP/1.1" 200' not in engine.logs()  # its 503s while loading are kept
