@@ -77,10 +77,9 @@ WORKDIR /data
 USER 10001:10001
 EXPOSE 9464
 
-# Liveness: /healthz answers while the process lives (bot/metrics.py). The metrics server
-# starts once the engine serves, which on a first start includes downloading the model
-# (ENGINE_START_TIMEOUT, 600 s by default), hence the long start period.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=11m --retries=3 \
+# Liveness: /healthz answers while the process lives (bot/metrics.py), from before the engine
+# has loaded (or downloaded) its model; /healthz?ready=1 would be 503 until it serves.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=1m --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['METRICS_PORT'] + '/healthz', timeout=4)"]
 
 # SIGTERM: answers being written get SHUTDOWN_GRACE (5 s), the rest are written again by the

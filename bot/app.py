@@ -97,6 +97,10 @@ class Parley:
     async def _start(self, session: aiohttp.ClientSession) -> ChatService:
         settings = self.settings
         self.store = await Store.open(settings.database_path.expanduser())
+        if settings.metrics_port is not None:  # alive while the engines load; ready once up
+            self.metrics_runner, self.metrics_url = await serve_metrics(
+                self, settings.metrics_host, settings.metrics_port
+            )
         self.engines = engines = await self._engines(session)
         self.model_name = engines.primary.model
         service = ChatService(
@@ -123,10 +127,6 @@ class Parley:
         for row in await store_admin.people(self.store):
             if row.allowed:
                 service.allowed_at_runtime.add((row.platform, row.platform_user_id))
-        if settings.metrics_port is not None:
-            self.metrics_runner, self.metrics_url = await serve_metrics(
-                service, engines, self.engine, settings.metrics_host, settings.metrics_port
-            )
         self.admin_runner = await serve_admin(
             service, self.admin_socket, self.admin_token or secrets.token_urlsafe(),
             self.admin_info, write_token=not self.admin_token_given,
@@ -142,7 +142,7 @@ class Parley:
         else:
             client = await self._local_engine(session)
             pool = EnginePool([Engine(EngineSpec(client.base_url), client, self.engine)])
-        await pool.start()
+        await pool.start(wait=self.settings.engine_start_timeout)
         return pool
 
     async def _local_engine(self, session: aiohttp.ClientSession) -> EngineClient:
@@ -164,8 +164,12 @@ class Parley:
         args = ["--model", model, "--n-ctx", str(settings.engine_n_ctx)]
         args += ["--parallel", str(settings.engine_parallel)]
         args += ["--kv-cache-ram-mb", str(settings.kv_cache_ram_mb)]
-        # .env is not in the child's environment: pass what the operator chose
-        args += ["--log-format", settings.log_format, "--log-level", settings.log_level]
+        # .env is not in the child's environment: pass what the operator chose. Unset, the
+        # engine.log file keeps INFO (model loads, one line per answer): the bot's default of
+        # warning is for the terminal.
+        args += ["--log-format", settings.log_format]
+        if "log_level" in settings.model_fields_set:
+            args += ["--log-level", settings.log_level]
         if settings.engine_threads:
             args += ["--threads", str(settings.engine_threads)]
         if settings.engine_n_gpu_layers is not None:
@@ -198,18 +202,17 @@ class Parley:
             await self.session.close()
 
 
-async def serve_metrics(
-    service: ChatService, engines: EnginePool, local: LocalEngine | None, host: str, port: int
-) -> tuple[web.AppRunner, str]:
-    """``/metrics`` and ``/healthz`` (bot/metrics.py); the runner and its base URL."""
+async def serve_metrics(app: Parley, host: str, port: int) -> tuple[web.AppRunner, str]:
+    """``/metrics`` and ``/healthz`` (bot/metrics.py), from before the engines are up (so a
+    long model download is not mistaken for a dead bot); the runner and its base URL."""
 
     def gauges() -> dict[str, float]:
-        queued, running = service.load()
+        queued, running = app.service.load() if app.service else (0, 0)
         values = {
             "parley_queue_depth": float(queued), "parley_answers_running": float(running),
-            "parley_engine_restarts": float(local.restarts if local else 0),
+            "parley_engine_restarts": float(app.engine.restarts if app.engine else 0),
         }  # fmt: skip
-        for engine in engines.engines:
+        for engine in app.engines.engines if app.engines else ():
             url = redact.redact(engine.url)
             values[labelled("parley_engine_up", engine=url)] = float(engine.up)
             values[labelled("parley_engine_slots", engine=url)] = float(engine.capacity)
@@ -219,9 +222,11 @@ async def serve_metrics(
         return values
 
     def ready() -> tuple[bool, list[str]]:
-        if any(engine.up for engine in engines.engines):
+        if app.engines is None or app.service is None:
+            return False, ["starting: waiting for the engine to load its model"]
+        if any(engine.up for engine in app.engines.engines):
             return True, []
-        return False, [f"no engine is serving ({e.url}: {e.reason})" for e in engines.engines]
+        return False, [f"no engine is serving ({e.url}: {e.reason})" for e in app.engines.engines]
 
     runner = web.AppRunner(create_metrics_app(gauges, ready), access_log=None)
     await runner.setup()

@@ -29,7 +29,7 @@ from bot.conversation import ScaffoldBound, measure_scaffold
 from bot.engine_client import TOKENIZER_SAYS, EngineClient, ModelCard
 from bot.engine_probe import Kind, check, probe
 from bot.engine_spec import EngineSpec
-from bot.errors import EngineUnavailable, ParleyError
+from bot.errors import EngineLoading, EngineUnavailable, ParleyError
 from bot.work import EngineSupervisor
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class Engine:
     busy: int = 0
     up: bool = False
     reason: str = "not checked yet"  # why it is out of rotation
+    loading: bool = False  # it answers, but is loading its model
     jobs: int = 0
     failures: int = 0
     poke: asyncio.Event = field(default_factory=asyncio.Event)  # check it now
@@ -85,10 +86,19 @@ class EnginePool:
             for spec in specs
         ])  # fmt: skip
 
-    async def start(self) -> None:
-        """Probe every engine; EngineUnavailable naming each one's trouble if none serves.
+    async def start(self, wait: float = 0.0) -> None:
+        """Probe every engine, waiting up to ``wait`` s while none serves but some are
+        loading their model; EngineUnavailable naming each one's trouble if none serves.
         Those down now are watched and join when they serve."""
+        deadline = time.monotonic() + wait
         await asyncio.gather(*(self._refresh(engine) for engine in self.engines))
+        while not any(e.up for e in self.engines) and time.monotonic() < deadline:
+            loading = [e for e in self.engines if e.loading]
+            if not loading:
+                break
+            log.info("waiting for %s to load", ", ".join(e.url for e in loading))
+            await asyncio.sleep(RECHECK_EVERY)
+            await asyncio.gather(*(self._refresh(engine) for engine in loading))
         if not any(engine.up for engine in self.engines):
             if len(self.engines) == 1:
                 raise EngineUnavailable(self.engines[0].reason)
@@ -237,7 +247,9 @@ class EnginePool:
             facts = await probe(engine.client, engine.spec)
         except (EngineUnavailable, ParleyError, KeyError, TypeError, ValueError) as exc:
             engine.reason = str(exc) or type(exc).__name__
+            engine.loading = isinstance(exc, EngineLoading)
             return
+        engine.loading = False
         engine.kind, engine.capacity, engine.model = facts.kind, facts.capacity, facts.model
         engine.n_ctx, engine.client.tokenizer = facts.n_ctx, facts.tokenizer
         if not engine.up:

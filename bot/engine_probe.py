@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from bot.engine_client import EngineClient, Tokenizer
 from bot.engine_spec import EngineSpec
-from bot.errors import EngineRequestError, EngineUnavailable
+from bot.errors import EngineLoading, EngineRequestError, EngineUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ async def probe(client: EngineClient, spec: EngineSpec) -> EngineFacts:
     status, health = await client.fetch("/health")
     if isinstance(health, dict) and "slots_total" in health:
         if health.get("status") != "ok":
-            raise EngineUnavailable(f"{spec.url} is {health.get('status', 'not ready')}")
+            raise EngineLoading(f"{spec.url} is {health.get('status', 'not ready')}")
         card = await client.model()
         slots = int(health["slots_total"])
         capacity = min(spec.max_concurrency or slots, slots)
@@ -84,8 +84,10 @@ async def check(client: EngineClient, kind: Kind) -> str | None:
 def _raise_for_health(spec: EngineSpec, status: int) -> None:
     if status in (401, 403):
         raise EngineUnavailable(f"{spec.url} refused the API key (HTTP {status}; ;api_key=)")
+    if status == 503:  # llama-server and vLLM while they load
+        raise EngineLoading(f"{spec.url} is loading (health answered HTTP 503)")
     if status >= 500:
-        raise EngineUnavailable(f"{spec.url} is not ready (health answered HTTP {status})")
+        raise EngineUnavailable(f"{spec.url} is failing (health answered HTTP {status})")
 
 
 async def _props(client: EngineClient) -> dict[str, Any]:

@@ -15,6 +15,10 @@ class EngineUnavailable(ParleyError):
     """The engine could not be started or reached."""
 
 
+class EngineLoading(EngineUnavailable):
+    """The engine answers but cannot serve yet (loading its model): worth waiting for."""
+
+
 class ModelUnavailable(EngineUnavailable):
     """The configured model cannot be downloaded (offline, missing); a fallback may apply."""
 

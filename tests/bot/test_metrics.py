@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from bot.app import Parley
 from bot.metrics import Registry
+from bot.settings import load_settings
+from tests.adapters.discord_harness import serve
 from tests.adapters.telegram_harness import ALICE, BOB, telegram_bot
+from tests.emulators.scripted_engine import ScriptedEngine
 from tests.engine_process import EngineProcess
 
 SAMPLE = re.compile(r"^([a-z_]+)(\{[^}]*\})? (\S+)$")
@@ -83,3 +89,48 @@ async def test_a_running_bot_counts_messages_replies_edits_and_429s(
         for query, status in (("", "alive"), ("?ready=1", "ready")):
             async with http.get(f"{bot.app.metrics_url}/healthz{query}") as response:
                 assert response.status == 200 and (await response.json())["status"] == status
+
+
+class LoadingEngine(ScriptedEngine):
+    """Says "loading" (503) until ``loaded`` is set, as an engine fetching its model does."""
+
+    def __init__(self) -> None:
+        super().__init__("hello", slots=2)
+        self.loaded = asyncio.Event()
+
+    async def _health(self, request: web.Request) -> web.Response:
+        if self.loaded.is_set():
+            return await super()._health(request)
+        body = {"status": "loading", "model": "", "slots_total": 2, "slots_busy": 0}
+        return web.json_response(body, status=503)
+
+
+async def test_the_bot_is_alive_while_its_engine_loads_and_ready_once_it_serves(
+    tmp_path: Path,
+) -> None:
+    engine = LoadingEngine()
+    async with serve(engine.app()) as url, aiohttp.ClientSession() as http:
+        settings = load_settings(engine_urls=url, database_path=tmp_path / "bot.db", metrics_port=0)
+        app = Parley(settings)
+        starting = asyncio.create_task(app.__aenter__())
+        try:
+            for _ in range(500):
+                if app.metrics_url:
+                    break
+                await asyncio.sleep(0.01)
+            async with http.get(app.metrics_url + "/healthz") as alive:
+                assert alive.status == 200 and (await alive.json())["status"] == "alive"
+            await asyncio.sleep(1.0)  # the pool keeps waiting: the engine said "loading"
+            assert not starting.done()
+            async with http.get(app.metrics_url + "/healthz?ready=1") as ready:
+                assert ready.status == 503
+                assert "starting" in (await ready.json())["reasons"][0]
+            engine.loaded.set()
+            service = await asyncio.wait_for(starting, 10)
+            assert service.model == "scripted"
+            async with http.get(app.metrics_url + "/healthz?ready=1") as ready:
+                assert ready.status == 200
+        finally:
+            if not starting.done():
+                starting.cancel()
+            await app.close()
