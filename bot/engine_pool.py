@@ -201,7 +201,8 @@ class EnginePool:
                 "url": e.url, "kind": e.kind or "unknown", "up": e.up,
                 "status": "ok" if e.up else e.reason, "model": e.model, "n_ctx": e.n_ctx,
                 "slots_busy": e.busy, "slots_total": e.capacity, "jobs": e.jobs,
-                "failures": e.failures, "tokens": TOKENIZER_SAYS[e.client.tokenizer],
+                "failures": e.failures,
+                "tokens": TOKENIZER_SAYS[e.client.tokenizer] if e.kind else "not probed yet",
             }
             for e in self.engines
         ]  # fmt: skip

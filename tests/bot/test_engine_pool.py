@@ -173,6 +173,7 @@ async def test_the_pool_starts_with_the_engines_that_serve_and_says_why_not(
             assert up["up"] and up["slots_total"] == 2 and up["kind"] == "openai"
             assert up["tokens"] == "exact (/apply-template, then /tokenize)"
             assert not down["up"] and "cannot reach" in str(down["status"])
+            assert down["tokens"] == "not probed yet"
         finally:
             await pool.stop()
     alone = EnginePool.of([parse_engine_spec("http://127.0.0.1:9")], session)
