@@ -3,13 +3,16 @@ Parley's engine, a llama-server stand-in and a bare OpenAI-compatible one, on lo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from bot.engine_client import EngineClient, Sampling, StreamEnd
-from bot.engine_pool import Engine, EnginePool
+from bot.engine_pool import HEALTH_EVERY, RECHECK_EVERY, Engine, EnginePool
 from bot.engine_probe import DEFAULT_CONCURRENCY, check, probe
 from bot.engine_spec import EngineSpec, parse_engine_spec
 from bot.errors import EngineUnavailable
@@ -181,3 +184,45 @@ async def test_the_pool_starts_with_the_engines_that_serve_and_says_why_not(
         EngineUnavailable, match=r"cannot reach the engine at http://127\.0\.0\.1:9"
     ):
         await alone.start()
+
+
+class FlakyStandIn(OpenAIStandIn):
+    """A llama-server whose health check fails while ``failing`` is set."""
+
+    failing = False
+
+    async def _health(self, request: web.Request) -> web.Response:
+        if self.failing:
+            return web.json_response({"error": {"message": "slot error"}}, status=500)
+        return await super()._health(request)
+
+
+async def test_an_engine_failing_its_health_check_leaves_and_rejoins_when_healthy(
+    session: aiohttp.ClientSession,
+) -> None:
+    flaky, steady = (
+        FlakyStandIn("ok", flavour="llama-server", slots=1),
+        OpenAIStandIn("ok", flavour="llama-server", slots=1),
+    )
+    async with serve(flaky.app()) as flaky_url, serve(steady.app()) as steady_url:
+        pool = EnginePool.of([parse_engine_spec(flaky_url), parse_engine_spec(steady_url)], session)
+        await pool.start()
+        try:
+            first, second = pool.engines
+            assert first.up and second.up
+            flaky.failing = True
+            await _until(lambda: not first.up, HEALTH_EVERY + 2)
+            assert "HTTP 500" in first.reason
+            assert pool.lease("alice") is second and pool.lease("bob") is None
+            flaky.failing = False
+            await _until(lambda: first.up, RECHECK_EVERY + 2)
+            assert pool.lease("bob") is first  # back in rotation
+        finally:
+            await pool.stop()
+
+
+async def _until(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
