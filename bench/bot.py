@@ -45,6 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import bot_floor  # noqa: E402
 from bench.bot_load import (  # noqa: E402
     BotProcess,
     Calls,
@@ -104,6 +105,11 @@ async def _collect(quick: bool) -> dict[str, Any]:
                 results["memory_after_load_mb"] = bot.memory_mb()
             finally:
                 await bot.stop()
+            count = TIMED_EACH // (3 if quick else 1)
+            floor_users = range(900, 900 + TIMED_USERS)  # same shape as the overhead phase
+            results["floor"] = await bot_floor.measure(
+                emu, engine, engine_url, Path(tmp), floor_users, count, LENGTHS[0]
+            )
     results["wall_s"] = time.perf_counter() - started
     return results
 
@@ -275,6 +281,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         (f"bot: overhead per message p50 / p99 ({over['messages']} msgs, {TIMED_USERS} users)",
          f"{total['p50']:.1f} / {total['p99']:.1f} ms",
          f"p99 < {TARGET_P99_MS:g} ms {_mark(total['p99'] < TARGET_P99_MS)}"),
+        (f"bot floor: a bare PTB relay, same load, p50 / p99 ({results['floor']['messages']} msgs)",
+         f"{results['floor']['p50']:.1f} / {results['floor']['p99']:.1f} ms",
+         f"Parley ÷ floor: {total['p50'] / results['floor']['p50']:.2f} / "
+         f"{total['p99'] / results['floor']['p99']:.2f}"),
         ("bot: … update → engine request p50 / p99",
          f"{ingress['p50']:.1f} / {ingress['p99']:.1f} ms", ""),
         ("bot: … final token → final edit p50 / p99",
