@@ -31,6 +31,7 @@ import aiohttp
 
 from bot.engine_client import EngineClient
 from bot.errors import EngineUnavailable, ModelUnavailable
+from bot.log_file import RotatingLog
 
 log = logging.getLogger(__name__)
 
@@ -181,13 +182,12 @@ class LocalEngine:
             self._pump = None
 
     async def _copy_stderr(self) -> None:
-        """Keep the engine's log in a file (and its last lines for error messages)."""
+        """Keep the engine's log in a rotating file (and its last lines for error messages)."""
         assert self._proc is not None and self._proc.stderr is not None
-        with self.log_path.open("a", encoding="utf-8") as sink:
+        with RotatingLog(self.log_path) as sink:
             async for raw in self._proc.stderr:
                 line = raw.decode("utf-8", "replace")
                 sink.write(line)
-                sink.flush()
                 if line.strip():
                     self._stderr_tail.append(line.strip())
 
