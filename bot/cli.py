@@ -97,6 +97,9 @@ async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
     platforms = command == "run" and bool(settings.platform_tokens)
     if command == "run" and not platforms:
         print("No DISCORD_TOKEN or TELEGRAM_TOKEN set: opening the terminal chat.", flush=True)
+        if not sys.stdin.isatty():  # e.g. a container or service: say why it will just end
+            print("(Input is not a terminal: the chat ends with it. Set a platform token to "
+                  "run the bots.)", flush=True)  # fmt: skip
     overrides = SessionOverrides(
         model=options.model, system_prompt=options.system, sampling=sampling_from(settings)
     )

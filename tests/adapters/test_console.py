@@ -93,6 +93,7 @@ def test_run_without_platform_tokens_says_so_and_opens_the_terminal_chat(tmp_pat
     result = parley("run", "-n", "4", stdin="Hello\n", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("No DISCORD_TOKEN or TELEGRAM_TOKEN set")
+    assert "Input is not a terminal: the chat ends with it" in result.stdout  # a container's log
     assert len(stats(result.stdout)) == 1
 
 
