@@ -150,16 +150,25 @@ class EnginePool:
             self._homes.popitem(last=False)
         return engine
 
-    async def acquire(self, key: str, timeout: float) -> Engine:
-        """``lease``, waiting up to ``timeout`` s for room; EngineUnavailable if none comes."""
+    async def acquire(
+        self, key: str, timeout: float, cancelled: asyncio.Event | None = None
+    ) -> Engine | None:
+        """``lease``, waiting up to ``timeout`` s for room; EngineUnavailable if none comes,
+        None as soon as ``cancelled`` is set (/stop, or the bot stopping)."""
         deadline = time.monotonic() + timeout
-        while (engine := self.lease(key)) is None:
-            left = deadline - time.monotonic()
-            try:
-                await asyncio.wait_for(self.wait_for_room(), max(left, 0.0))
-            except TimeoutError:
+        stop = cancelled or asyncio.Event()
+        while (engine := self.lease(key)) is None and not stop.is_set():
+            room = asyncio.ensure_future(self.wait_for_room())
+            stopping = asyncio.ensure_future(stop.wait())
+            left = max(deadline - time.monotonic(), 0.0)
+            done, _ = await asyncio.wait(
+                {room, stopping}, timeout=left, return_when="FIRST_COMPLETED"
+            )
+            room.cancel()
+            stopping.cancel()
+            if not done:
                 troubles = "; ".join(f"{e.url}: {e.reason}" for e in self.engines if not e.up)
-                raise EngineUnavailable(f"no engine came back ({troubles})") from None
+                raise EngineUnavailable(f"no engine came back ({troubles})")
         return engine
 
     def release(self, engine: Engine) -> None:

@@ -53,6 +53,7 @@ DELIVERY_GRACE = 10.0  # seconds stop() waits for final texts still being shown
 ENGINE_ATTEMPTS = 2  # an answer cut off by a dying engine is written once more
 PAUSED = "Parley is restarting; this answer will be written here when it is back"
 ENGINE_LOST = "the engine stopped while writing this answer; please send your message again"
+STOPPED = Outcome("stopped", "")
 SYSTEM_PROMPT_KEY = "system_prompt"
 MODEL_KEY = "model"  # the operator's last model choice, used again after a restart
 
@@ -212,7 +213,7 @@ class ChatService:
                 continue
             if job.payload.incoming.chat_id == chat_id and self.queue.remove(job.id) is not None:
                 count += 1
-                await self._finish(job.payload, Outcome("stopped", ""))
+                await self._finish(job.payload, STOPPED)
         for job in list(self._running.values()):
             if only is not None and job.payload.job.id != only:
                 continue
@@ -329,8 +330,14 @@ class ChatService:
         for attempt in range(1, ENGINE_ATTEMPTS + 1):
             last = attempt == ENGINE_ATTEMPTS
             try:
-                if not held:
-                    held.append(await self.engines.acquire(_cache_key(item), self.engine_wait))
+                if not held:  # the first engine was lost: any other with room
+                    again = await self.engines.acquire(
+                        _cache_key(item), self.engine_wait, job.cancelled
+                    )
+                    if again is None:  # stopped while it waited
+                        await (self._pause(item) if item.paused else self._finish(item, STOPPED))
+                        return
+                    held.append(again)
                 engine = held[0]
                 fitted = await fit_conversation(
                     self.system_prompt if system is None else system, turns,

@@ -82,6 +82,22 @@ async def test_a_failed_engine_leaves_the_rotation(session: aiohttp.ClientSessio
         await pool.acquire("dave", timeout=0.05)
 
 
+async def test_waiting_for_an_engine_ends_as_soon_as_the_answer_is_stopped(
+    session: aiohttp.ClientSession,
+) -> None:
+    pool = pool_of(session, 1)
+    (only,) = pool.engines
+    assert pool.lease("alice") is only  # full: bob's retry has to wait
+    stopped = asyncio.Event()
+    waiting = asyncio.create_task(pool.acquire("bob", timeout=60, cancelled=stopped))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    stopped.set()  # /stop, or SIGTERM's grace running out
+    assert await asyncio.wait_for(waiting, 1) is None and only.busy == 1
+    pool.release(only)
+    assert await pool.acquire("bob", timeout=1, cancelled=asyncio.Event()) is only
+
+
 async def test_a_limit_caps_answers_across_engines(session: aiohttp.ClientSession) -> None:
     pool = pool_of(session, 4, 4)
     pool.limit = 3
