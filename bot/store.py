@@ -189,13 +189,6 @@ class Store:
         rows = await self.query(JOB_SELECT + " WHERE j.id = ?", (job_id,))
         return job_from_row(rows[0]) if rows else None
 
-    async def unfinished_jobs(self) -> list[Job]:
-        """Queued and running jobs, oldest first: what to resume after a restart."""
-        rows = await self.query(
-            JOB_SELECT + " WHERE j.status IN ('queued', 'running') ORDER BY j.id", ()
-        )
-        return [job_from_row(row) for row in rows]
-
     # ---- settings and bans ------------------------------------------------------------
 
     async def get_setting(self, key: str) -> str | None:

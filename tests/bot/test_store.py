@@ -13,6 +13,7 @@ import pytest
 
 from bot.migrations import MigrationError
 from bot.store import Conversation, Job, Message, Store, User
+from bot.store_jobs import unfinished_jobs
 
 
 @pytest.fixture
@@ -25,6 +26,11 @@ async def store(path: Path) -> AsyncIterator[Store]:
     opened = await Store.open(path)
     yield opened
     await opened.close()
+
+
+async def unfinished(store: Store, platform: str = "telegram") -> list[Job]:
+    """The jobs a restart would resume (bot/store_jobs.py), as job rows."""
+    return [left.accepted.job for left in await unfinished_jobs(store, platform)]
 
 
 @pytest.fixture
@@ -179,7 +185,7 @@ async def test_message_with_job_is_committed_together(
             (message.id, "queued")
         ]
     assert await store.job(job.id) == job
-    assert await store.unfinished_jobs() == [job]
+    assert await unfinished(store) == [job]
 
 
 async def test_failed_job_insert_leaves_no_message(
@@ -188,7 +194,7 @@ async def test_failed_job_insert_leaves_no_message(
     with pytest.raises(sqlite3.IntegrityError):
         await store.add_user_message_with_job(conversation.id, 10_000, "orphan")  # no such user
     assert await store.history(conversation.id) == []
-    assert await store.unfinished_jobs() == []
+    assert await unfinished(store) == []
     assert not store._db.in_transaction
     with other_connection(path) as db:
         assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
@@ -198,7 +204,7 @@ async def test_job_lifecycle(store: Store, user: User, conversation: Conversatio
     _, first = await store.add_user_message_with_job(conversation.id, user.id, "a")
     _, second = await store.add_user_message_with_job(conversation.id, user.id, "b")
     _, third = await store.add_user_message_with_job(conversation.id, user.id, "c")
-    assert [j.id for j in await store.unfinished_jobs()] == [first.id, second.id, third.id]
+    assert [j.id for j in await unfinished(store)] == [first.id, second.id, third.id]
 
     reply = await store.add_message(conversation.id, "assistant", "", status="pending")
     await store.set_job_status(first.id, "running", reply_message_id=reply.id)
@@ -212,9 +218,9 @@ async def test_job_lifecycle(store: Store, user: User, conversation: Conversatio
     await store.set_job_status(second.id, "failed", error="engine unreachable")
     failed = await store.job(second.id)
     assert failed is not None and (failed.status, failed.error) == ("failed", "engine unreachable")
-    assert [j.id for j in await store.unfinished_jobs()] == [third.id]
+    assert [j.id for j in await unfinished(store)] == [third.id]
     await store.set_job_status(third.id, "cancelled")
-    assert await store.unfinished_jobs() == []
+    assert await unfinished(store) == []
 
     assert await store.job(10_000) is None
     with pytest.raises(KeyError):
@@ -243,7 +249,7 @@ async def test_restart_keeps_everything(path: Path) -> None:
         assert await reopened.user("discord", "7", "Grace") == user
         assert await reopened.active_conversation(user, "dm") == conversation
         assert await reopened.history(conversation.id) == history
-        assert [j.id for j in await reopened.unfinished_jobs()] == [job.id]
+        assert [j.id for j in await unfinished(reopened, "discord")] == [job.id]
         assert await reopened.get_setting("system_prompt") == "be kind"
         assert await reopened.get_user_setting(user.id, "system_prompt") == "be brief"
         assert await reopened.is_banned("discord", "666")
@@ -351,7 +357,7 @@ async def test_concurrent_writers_do_not_share_transactions(
     await asyncio.gather(*(one(i) for i in range(60)))
     contents = {m.content for m in await store.history(conversation.id)}
     assert contents == {f"m{i}" for i in range(60) if i % 7}
-    assert len(await store.unfinished_jobs()) == len(contents)
+    assert len(await unfinished(store)) == len(contents)
 
 
 async def test_two_processes_can_open_the_same_database(path: Path) -> None:
