@@ -269,8 +269,10 @@ class EnginePool:
             self._changed.set()
 
     async def _trouble(self, engine: Engine) -> str | None:
-        if engine.supervisor is not None and not engine.supervisor.ready.is_set():
-            return "restarting"
+        """Why an engine in rotation should leave it, if it should. A supervised (local)
+        engine is already polled twice a second by its supervisor: its word is enough."""
+        if engine.supervisor is not None:
+            return None if engine.supervisor.ready.is_set() else "restarting"
         assert engine.kind is not None
         return await check(engine.client, engine.kind)
 
