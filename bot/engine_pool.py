@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 
@@ -30,13 +31,18 @@ from bot.engine_client import TOKENIZER_SAYS, EngineClient, ModelCard
 from bot.engine_probe import Kind, check, probe
 from bot.engine_spec import EngineSpec
 from bot.errors import EngineLoading, EngineUnavailable, ParleyError
-from bot.work import EngineSupervisor
 
 log = logging.getLogger(__name__)
 
 HEALTH_EVERY = 2.0  # seconds between checks of an engine in rotation
 RECHECK_EVERY = 0.5  # seconds between checks of an engine out of rotation
 HOMES_KEPT = 10_000  # conversations whose engine is remembered
+
+
+class EngineSupervisor(Protocol):
+    """What the pool needs of a supervised engine (bot/local_engine.py)."""
+
+    ready: asyncio.Event  # set while the engine serves
 
 
 @dataclass(eq=False)

@@ -3,10 +3,8 @@ is stored: the record a worker, the queue and the reply tasks share."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from bot.errors import ParleyError
 from bot.incoming import Incoming, Outcome, State
@@ -20,12 +18,6 @@ MESSAGE_STATUS: dict[State, MessageStatus] = {
     "stopped": "cancelled",
     "error": "failed",
 }
-
-
-class EngineSupervisor(Protocol):
-    """What the engine pool needs of a supervised engine (bot/local_engine.py)."""
-
-    ready: asyncio.Event  # set while the engine serves
 
 
 @dataclass
