@@ -15,7 +15,7 @@ from bot.engine_client import EngineClient, Sampling, StreamEnd
 from bot.engine_pool import HEALTH_EVERY, RECHECK_EVERY, Engine, EnginePool
 from bot.engine_probe import DEFAULT_CONCURRENCY, check, probe
 from bot.engine_spec import EngineSpec, parse_engine_spec
-from bot.errors import EngineUnavailable
+from bot.errors import EngineUnavailable, ParleyError
 from tests.adapters.discord_harness import serve
 from tests.emulators.openai_engine import OpenAIStandIn
 from tests.engine_process import EngineProcess
@@ -242,3 +242,17 @@ async def _until(condition: Callable[[], bool], timeout: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+async def test_model_switches_are_refused_for_servers_that_choose_their_own(
+    session: aiohttp.ClientSession,
+) -> None:
+    stand_in = OpenAIStandIn("ok", flavour="llama-server", slots=1)
+    async with serve(stand_in.app()) as url:
+        pool = EnginePool.of([parse_engine_spec(url)], session)
+        await pool.start()
+        try:
+            with pytest.raises(ParleyError, match="switch the model on the server itself"):
+                await pool.switch_model("demo", "token", now=False)
+        finally:
+            await pool.stop()
