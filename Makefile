@@ -6,11 +6,25 @@ STAMP  := $(VENV)/.installed-dev
 
 .PHONY: install model test lint typecheck pytest run bench llama-server clean
 
-$(STAMP): pyproject.toml
+# llama-cpp-python compiles llama.cpp from source (~10 min on 2 cores), once per set of build
+# flags: the wheel is kept in $(WHEELS) and every later venv or fresh clone (CI too) reuses it.
+# On x86-64, llama.cpp's AMX kernels are left out: on CPUs that report AMX (this project's
+# machines do) the first decode dies with SIGSEGV in ggml_backend_amx_mul_mat
+# (ggml-org/llama.cpp#20824); AVX-512 and VNNI stay. CMAKE_ARGS (e.g. -DGGML_CUDA=on) is passed on.
+LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' pyproject.toml)
+LLAMA_CFLAGS  ?= $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
+WHEELS        ?= $(HOME)/.cache/parley/wheels/$(shell echo '$(LLAMA_CFLAGS) $(CMAKE_ARGS)' | md5sum | cut -c1-12)
+LLAMA_WHEEL    = $(firstword $(wildcard $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl))
+
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# llama-cpp-python compiles from source the first time (~10 min on 2 cores); pip caches the wheel.
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	test -n "$(LLAMA_WHEEL)" || CFLAGS="$(LLAMA_CFLAGS)" CXXFLAGS="$(LLAMA_CFLAGS)" \
+		$(BIN)/python -m pip wheel --quiet --no-cache-dir --no-deps -w $(WHEELS) \
+		llama-cpp-python==$(LLAMA_VERSION)
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall \
+		$(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	$(BIN)/python -m pip install --quiet --find-links $(WHEELS) -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
