@@ -33,22 +33,16 @@ from bot.model_catalog import resolve_model
 from bot.queue import FairQueue, QueuedJob
 from bot.reply_tasks import Deliveries, show_positions
 from bot.store import Store
-from bot.store_jobs import (
-    Reply,
-    accept_message,
-    begin_job,
-    finish_job,
-    requeue_job,
-    set_reply_ref,
-)
+from bot.store_jobs import accept_message, begin_job, finish_job, requeue_job, set_reply_ref
 from bot.streaming import stream_answer
-from bot.work import JOB_STATUS, MESSAGE_STATUS, WorkItem, describe, job_rows, measure, user_key
+from bot.work import JOB_STATUS, WorkItem, describe, job_rows, measure, reply_of, user_key
 
 log = logging.getLogger(__name__)
 
 POSITION_EVERY = 2.0  # seconds between updates of the "queued (#n)" statuses
 POSITIONS_SHOWN = 20  # only the first places get updates: a 1,000-deep queue would otherwise
 # cost hundreds of edits a second (Telegram allows a bot about 30 messages a second)
+ASKING_WAIT = 1.0  # seconds a job that starts at once may hold back its placeholder
 DELIVERY_GRACE = 10.0  # seconds stop() waits for final texts still being shown
 ENGINE_ATTEMPTS = 2  # an answer cut off by a dying engine is written once more
 PAUSED = "Parley is restarting; this answer will be written here when it is back"
@@ -171,17 +165,24 @@ class ChatService:
             if not await self.store.is_banned(incoming.platform, incoming.user_id):
                 await incoming.reply.notice(refusal)
             return
+        starts_now = not self.queue and self.engines.has_room()  # begun as it is accepted
         accepted = await accept_message(
             self.store, incoming.platform, incoming.user_id, incoming.user_name,
             incoming.chat_id, incoming.text, incoming.source_ref,
+            begin=SYSTEM_PROMPT_KEY if starts_now else None,
         )  # fmt: skip
         if accepted is None:
             return  # banned: no answer at all
         METRICS.count("parley_messages_received_total", platform=incoming.platform)
         item = WorkItem(
-            incoming, accepted.user, accepted.conversation, accepted.message, accepted.job
-        )
+            incoming, accepted.user, accepted.conversation, accepted.message, accepted.job,
+            begun=accepted.begun,
+        )  # fmt: skip
         self.enqueue(item)
+        if item.shown_position is None:  # it starts now: its engine request goes out first
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ASKING_WAIT):
+                    await item.asking.wait()
         await incoming.reply.accepted(item.shown_position)
         if (ref := incoming.reply.reference()) is not None:
             await set_reply_ref(self.store, item.job.id, ref)
@@ -317,6 +318,7 @@ class ChatService:
                 outcome = Outcome("error", "", error="internal error; please try again")
                 await self._finish(job.payload, outcome)
         finally:
+            job.payload.asking.set()
             for slot in held:
                 self.engines.release(slot)
             self._running.pop(job.id, None)
@@ -325,8 +327,9 @@ class ChatService:
         """Write the answer on ``held[0]``; if that engine is lost, once more on whichever
         engine has room (``held`` always names the slot to release)."""
         item = job.payload
-        history, system = await begin_job(self.store, item.job, SYSTEM_PROMPT_KEY)
-        turns = [Turn(m.role, m.content) for m in history]
+        begun = item.begun or await begin_job(self.store, item.job, SYSTEM_PROMPT_KEY)
+        system = begun.system_prompt
+        turns = [Turn(m.role, m.content) for m in begun.history]
         for attempt in range(1, ENGINE_ATTEMPTS + 1):
             last = attempt == ENGINE_ATTEMPTS
             try:
@@ -378,16 +381,8 @@ class ChatService:
 
     async def _finish(self, item: WorkItem, outcome: Outcome) -> None:
         """Store the reply (partial text kept, marked) and close the job; then show it."""
-        reply = None
-        if outcome.text or outcome.state == "done":
-            usage = outcome.usage if outcome.state == "done" else None
-            ttft = (item.first_token - item.enqueued) * 1000 if item.first_token else None
-            reply = Reply(
-                outcome.text, MESSAGE_STATUS[outcome.state], outcome.model or None,
-                usage.prompt_tokens if usage else None,
-                (outcome.usage.completion_tokens or None) if outcome.usage else None,
-                ttft if usage else None,
-            )  # fmt: skip
+        item.asking.set()
+        reply = reply_of(item, outcome)
         await finish_job(self.store, item.job, JOB_STATUS[outcome.state], reply, outcome.error)
         if outcome.state == "done" and outcome.usage is not None:
             self._recent.append((time.monotonic(), outcome.usage.completion_tokens))

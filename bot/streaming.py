@@ -29,6 +29,7 @@ async def stream_answer(
     ended: list[StreamEnd] = []
 
     async def consume() -> None:
+        item.asking.set()  # runs once this task waits: after the request is written
         stream = engine.stream_chat(
             messages, sampling, cache_key=f"conversation-{item.conversation.id}"
         )

@@ -3,6 +3,7 @@ is stored: the record a worker, the queue and the reply tasks share."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -11,6 +12,7 @@ from bot.incoming import Incoming, Outcome, State
 from bot.metrics import METRICS
 from bot.queue import QueuedJob
 from bot.store import Conversation, Job, JobStatus, Message, MessageStatus, User
+from bot.store_jobs import Begun, Reply
 
 JOB_STATUS: dict[State, JobStatus] = {"done": "done", "stopped": "cancelled", "error": "failed"}
 MESSAGE_STATUS: dict[State, MessageStatus] = {
@@ -33,6 +35,9 @@ class WorkItem:
     started: float | None = None  # when a worker took it
     shown_position: int | None = None
     paused: bool = False  # cancelled by a restart, not by the user: to be written again
+    begun: Begun | None = None  # begun when accepted: its history, read in that transaction
+    asking: asyncio.Event = field(default_factory=asyncio.Event)  # the engine request is
+    # going out, or the job ended without one: its placeholder can be posted (bot/service.py)
 
 
 def describe(failure: BaseException | None) -> str | None:
@@ -40,6 +45,21 @@ def describe(failure: BaseException | None) -> str | None:
     if failure is None:
         return None
     return str(failure) if isinstance(failure, ParleyError) else "the engine failed"
+
+
+def reply_of(item: WorkItem, outcome: Outcome) -> Reply | None:
+    """The answer to store: its text (partial text kept, marked) and, when done, its usage;
+    None for an answer that never began."""
+    if not outcome.text and outcome.state != "done":
+        return None
+    usage = outcome.usage if outcome.state == "done" else None
+    ttft = (item.first_token - item.enqueued) * 1000 if item.first_token else None
+    return Reply(
+        outcome.text, MESSAGE_STATUS[outcome.state], outcome.model or None,
+        usage.prompt_tokens if usage else None,
+        (outcome.usage.completion_tokens or None) if outcome.usage else None,
+        ttft if usage else None,
+    )  # fmt: skip
 
 
 def user_key(platform: str, user_id: str) -> str:

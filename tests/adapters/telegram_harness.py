@@ -63,8 +63,10 @@ def is_final(message: BotMessage) -> bool:
 
 @asynccontextmanager
 async def telegram_bot(
-    engine: EngineProcess, database: Path, emu: TelegramEmulator | None = None, **settings: object
-) -> AsyncIterator[TelegramBot]:
+    engine: EngineProcess | str, database: Path, emu: TelegramEmulator | None = None,
+    **settings: object,
+) -> AsyncIterator[TelegramBot]:  # fmt: skip
+    """``engine``: the engine process, or the URL of a stand-in."""
     own = emu is None
     emulator = emu or TelegramEmulator()
     if own:
@@ -76,7 +78,7 @@ async def telegram_bot(
         admin_token=ADMIN_TOKEN,
         telegram_admin_ids=str(ADMIN),
         **{
-            "engine_urls": engine.url,
+            "engine_urls": engine if isinstance(engine, str) else engine.url,
             "max_tokens": 24,
             "temperature": 0,
             "rate_limit_per_minute": 0,

@@ -11,6 +11,7 @@ import pytest
 
 from adapters.telegram_surface import ChatPacer, TelegramSurface
 from bot.replies import StreamedReply
+from tests.adapters.discord_harness import serve
 from tests.adapters.telegram_harness import (
     ADMIN,
     ALICE,
@@ -20,6 +21,7 @@ from tests.adapters.telegram_harness import (
     plain,
     telegram_bot,
 )
+from tests.emulators.scripted_engine import ScriptedEngine
 from tests.emulators.telegram_api import TelegramEmulator
 from tests.engine_process import EngineProcess
 
@@ -45,6 +47,28 @@ async def test_a_private_message_gets_a_placeholder_growing_edits_and_a_final_te
         with sqlite3.connect(bot.database) as db:
             stored = db.execute("SELECT content FROM messages WHERE role='assistant'").fetchone()
         assert stored[0].strip() == final.strip()
+
+
+async def test_an_answer_that_can_start_at_once_asks_the_engine_before_its_placeholder(
+    tmp_path: Path,
+) -> None:
+    """The engine starts on the answer first; the "…" (a slower Bot API call) follows. The
+    job is begun in the transaction that accepts the message: started once, as recorded."""
+    scripted = ScriptedEngine("Hello there, friend", tokens_per_second=100)
+    async with serve(scripted.app()) as url, telegram_bot(url, tmp_path / "bot.db") as bot:
+        for turn, chat in enumerate((ALICE, BOB, ALICE)):
+            asked = await bot.emu.user_says(f"Hi {turn}", chat_id=chat, user_id=chat)
+            answer = await bot.answer_to(asked, chat)
+            assert plain(answer.text) == "Hello there, friend"
+            placeholder = bot.emu.calls("sendMessage")[turn]
+            assert placeholder.params["text"] == "…"
+            assert scripted.runs[turn].received < placeholder.at
+        # the second turn of alice's chat was sent with the first one's answer
+        history = [m["content"] for m in scripted.runs[2].body["messages"]]
+        assert history[-3:] == ["Hi 0", "Hello there, friend", "Hi 2"]
+    with sqlite3.connect(tmp_path / "bot.db") as db:
+        jobs = db.execute("SELECT status, attempts FROM jobs ORDER BY id").fetchall()
+    assert jobs == [("done", 1)] * 3
 
 
 async def test_a_rate_limited_edit_still_ends_in_the_same_final_text(

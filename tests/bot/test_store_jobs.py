@@ -53,11 +53,24 @@ async def test_begin_marks_running_and_reads_the_prompt(store: Store) -> None:
     second = await accept_message(store, "telegram", "5", "Cy", "c", "two")
     assert first is not None and second is not None
     await store.set_user_setting(first.user.id, "system_prompt", "be brief")
-    history, prompt = await begin_job(store, first.job, "system_prompt")
-    assert [m.content for m in history] == ["one"]  # not the later message
-    assert prompt == "be brief"
+    begun = await begin_job(store, first.job, "system_prompt")
+    assert [m.content for m in begun.history] == ["one"]  # not the later message
+    assert begun.system_prompt == "be brief"
     assert (await store.job(first.job.id)).status == "running"  # type: ignore[union-attr]
-    assert (await begin_job(store, second.job, "no such setting"))[1] is None
+    assert (await begin_job(store, second.job, "no such setting")).system_prompt is None
+
+
+async def test_accept_can_begin_the_job_in_the_same_transaction(store: Store) -> None:
+    queued = await accept_message(store, "telegram", "6", "Di", "c", "one")
+    assert queued is not None and queued.begun is None
+    assert (await store.job(queued.job.id)).status == "queued"  # type: ignore[union-attr]
+    await store.set_user_setting(queued.user.id, "system_prompt", "be kind")
+    begun = await accept_message(store, "telegram", "6", "Di", "c", "two", begin="system_prompt")
+    assert begun is not None and begun.begun is not None
+    assert [m.content for m in begun.begun.history] == ["one", "two"]
+    assert begun.begun.system_prompt == "be kind"
+    job = await store.job(begun.job.id)
+    assert job is not None and job.status == "running"
 
 
 async def test_finish_stores_the_reply_closes_the_job_and_records_usage(
