@@ -22,6 +22,7 @@ from telegram.ext import (
     filters,
 )
 
+from adapters.telegram_http import AiohttpRequest
 from adapters.telegram_surface import STOP_PREFIX, ChatPacer, TelegramSurface
 from bot.errors import ParleyError
 from bot.incoming import NOT_UNICODE, Incoming, is_valid_unicode
@@ -63,6 +64,8 @@ class TelegramAdapter:
             .token(settings.telegram_token.get_secret_value())
             .base_url(f"{base}/bot")
             .base_file_url(f"{base}/file/bot")
+            .request(AiohttpRequest())
+            .get_updates_request(AiohttpRequest(connections=1))
             .concurrent_updates(True)
             .build()
         )

@@ -130,10 +130,15 @@ class EnginePool:
         """The engine whose model is shown as "the" model: the first one serving."""
         return next((engine for engine in self.engines if engine.up), self.engines[0])
 
+    def room(self) -> int:
+        """How many answers could start now."""
+        free = sum(engine.free for engine in self.engines)
+        if self.limit is not None:
+            free = min(free, self.limit - sum(engine.busy for engine in self.engines))
+        return max(free, 0)
+
     def has_room(self) -> bool:
-        if self.limit is not None and sum(e.busy for e in self.engines) >= self.limit:
-            return False
-        return any(engine.free > 0 for engine in self.engines)
+        return self.room() > 0
 
     async def wait_for_room(self) -> None:
         while not self.has_room():

@@ -73,6 +73,7 @@ class Incoming:
     request_id: str = field(default_factory=new_request_id)
 
 
+NO_TEXT = "Send me some text and I'll answer."
 NOT_UNICODE = (
     "I can't read that message: it has characters that are not valid Unicode (broken or "
     "half-encoded text), so nothing was stored. Please send it again as plain text."
@@ -88,3 +89,10 @@ def is_valid_unicode(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def text_problem(text: str) -> str | None:
+    """Why a message cannot be answered as it is (no text, or not text), for the user."""
+    if not text.strip():
+        return NO_TEXT
+    return None if is_valid_unicode(text) else NOT_UNICODE

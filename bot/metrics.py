@@ -11,7 +11,8 @@ instead of a dependency.
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 
 from aiohttp import web
@@ -28,6 +29,20 @@ class Histogram:
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(BUCKETS, value)] += 1
         self.total += value
+
+
+class TokenRate:
+    """Tokens written lately, for `parley admin status`."""
+
+    def __init__(self) -> None:
+        self._recent: deque[tuple[float, int]] = deque(maxlen=10_000)  # (finished, tokens)
+
+    def add(self, tokens: int) -> None:
+        self._recent.append((time.monotonic(), tokens))
+
+    def per_second(self, window: float = 60.0) -> float:
+        since = time.monotonic() - window
+        return sum(tokens for at, tokens in self._recent if at >= since) / window
 
 
 class Registry:

@@ -17,7 +17,6 @@ import contextlib
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,10 +24,10 @@ from bot.conversation import Turn, fit_conversation
 from bot.engine_client import Sampling
 from bot.engine_pool import Engine, EnginePool
 from bot.errors import EngineUnavailable, ParleyError, QueueFull
-from bot.incoming import NOT_UNICODE, Incoming, Outcome, is_valid_unicode
+from bot.incoming import Incoming, Outcome, text_problem
 from bot.limits import UserLimits
 from bot.log_context import request_id_bound
-from bot.metrics import METRICS
+from bot.metrics import METRICS, TokenRate
 from bot.model_catalog import resolve_model
 from bot.queue import FairQueue, QueuedJob
 from bot.reply_tasks import Deliveries, show_positions
@@ -87,12 +86,13 @@ class ChatService:
         self._switching = asyncio.Lock()
         self.queue: FairQueue[WorkItem] = FairQueue(max_pending_per_user, max_pending_total)
         self._running: dict[int, QueuedJob[WorkItem]] = {}
+        self._beginning = 0  # messages being accepted and begun in one transaction
         self._dispatcher: asyncio.Task[None] | None = None
         self._answers: set[asyncio.Task[None]] = set()
         self._deliveries = Deliveries()
         self._positions: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
-        self._recent: deque[tuple[float, int]] = deque(maxlen=10_000)  # (finished, tokens)
+        self._written = TokenRate()
         self.allowed_at_runtime: set[tuple[str, str]] = set()  # `parley admin users allow`
         self.started_at = time.time()
 
@@ -148,13 +148,10 @@ class ChatService:
             await self._accept(incoming)
 
     async def _accept(self, incoming: Incoming) -> None:
-        if not incoming.text.strip():
-            await incoming.reply.notice("Send me some text and I'll answer.")
+        if (problem := text_problem(incoming.text)) is not None:
+            await incoming.reply.notice(problem)
             return
-        if not is_valid_unicode(incoming.text):
-            await incoming.reply.notice(NOT_UNICODE)
-            return
-        key = _user_key(incoming)
+        key = user_key(incoming.platform, incoming.user_id)
         try:
             self.queue.check_room(key, self._running_for(key))
             refusal = await self.limits.refusal(self.store, incoming.platform, incoming.user_id)
@@ -165,12 +162,16 @@ class ChatService:
             if not await self.store.is_banned(incoming.platform, incoming.user_id):
                 await incoming.reply.notice(refusal)
             return
-        starts_now = not self.queue and self.engines.has_room()  # begun as it is accepted
-        accepted = await accept_message(
-            self.store, incoming.platform, incoming.user_id, incoming.user_name,
-            incoming.chat_id, incoming.text, incoming.source_ref,
-            begin=SYSTEM_PROMPT_KEY if starts_now else None,
-        )  # fmt: skip
+        starts_now = not self.queue and self._beginning < self.engines.room()
+        self._beginning += starts_now  # the room it counts on, until it is queued
+        try:
+            accepted = await accept_message(
+                self.store, incoming.platform, incoming.user_id, incoming.user_name,
+                incoming.chat_id, incoming.text, incoming.source_ref,
+                begin=SYSTEM_PROMPT_KEY if starts_now else None,
+            )  # fmt: skip
+        finally:
+            self._beginning -= starts_now
         if accepted is None:
             return  # banned: no answer at all
         METRICS.count("parley_messages_received_total", platform=incoming.platform)
@@ -179,6 +180,9 @@ class ChatService:
             begun=accepted.begun,
         )  # fmt: skip
         self.enqueue(item)
+        if item.begun is not None and item.shown_position is not None:  # the room went
+            await requeue_job(self.store, item.job)  # not running after all: begun when it is
+            item.begun = None
         if item.shown_position is None:  # it starts now: its engine request goes out first
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(ASKING_WAIT):
@@ -189,7 +193,7 @@ class ChatService:
 
     def enqueue(self, item: WorkItem) -> None:
         """Queue a stored job; ``item.shown_position`` is its place if it has to wait."""
-        position = self.queue.put(QueuedJob(next(self._ids), _user_key(item.incoming), item))
+        position = self.queue.put(QueuedJob(next(self._ids), item.key, item))
         waits = position > 1 or not self.engines.has_room()
         item.shown_position = position if waits else None
 
@@ -242,9 +246,8 @@ class ChatService:
 
     # ---- operator calls (parley admin) ----------------------------------------------------
 
-    def tokens_per_second(self, window: float = 60.0) -> float:
-        since = time.monotonic() - window
-        return sum(tokens for at, tokens in self._recent if at >= since) / window
+    def tokens_per_second(self) -> float:
+        return self._written.per_second()
 
     def jobs(self) -> list[dict[str, object]]:
         """Running then queued jobs, for `parley admin queue`."""
@@ -384,14 +387,8 @@ class ChatService:
         item.asking.set()
         reply = reply_of(item, outcome)
         await finish_job(self.store, item.job, JOB_STATUS[outcome.state], reply, outcome.error)
-        if outcome.state == "done" and outcome.usage is not None:
-            self._recent.append((time.monotonic(), outcome.usage.completion_tokens))
-        measure(item, outcome)
+        measure(item, outcome, self._written)
         self._deliveries.start(item, outcome)
-
-
-def _user_key(incoming: Incoming) -> str:
-    return user_key(incoming.platform, incoming.user_id)
 
 
 def _cache_key(item: WorkItem) -> str:

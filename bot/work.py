@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from bot.errors import ParleyError
 from bot.incoming import Incoming, Outcome, State
-from bot.metrics import METRICS
+from bot.metrics import METRICS, TokenRate
 from bot.queue import QueuedJob
 from bot.store import Conversation, Job, JobStatus, Message, MessageStatus, User
 from bot.store_jobs import Begun, Reply
@@ -38,6 +38,11 @@ class WorkItem:
     begun: Begun | None = None  # begun when accepted: its history, read in that transaction
     asking: asyncio.Event = field(default_factory=asyncio.Event)  # the engine request is
     # going out, or the job ended without one: its placeholder can be posted (bot/service.py)
+
+    @property
+    def key(self) -> str:
+        """Whose job it is, for fairness and limits."""
+        return user_key(self.incoming.platform, self.incoming.user_id)
 
 
 def describe(failure: BaseException | None) -> str | None:
@@ -84,8 +89,10 @@ def job_rows(
     return rows
 
 
-def measure(item: WorkItem, outcome: Outcome) -> None:
-    """The finished job, for /metrics."""
+def measure(item: WorkItem, outcome: Outcome, written: TokenRate) -> None:
+    """The finished job, for /metrics and ``written``."""
+    if outcome.state == "done" and outcome.usage is not None:
+        written.add(outcome.usage.completion_tokens)
     platform = item.incoming.platform
     METRICS.count("parley_replies_total", platform=platform, state=outcome.state)
     if item.started is not None:
