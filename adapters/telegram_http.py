@@ -8,10 +8,13 @@ under load the CPU every call takes from every other chat. aiohttp is already he
 client, discord.py). Behaviour is PTB's: ``BaseRequest`` turns statuses into its errors
 (429 → ``RetryAfter``, 401/404 → ``InvalidToken``); this maps the transport's own failures to
 ``TimedOut`` and ``NetworkError`` as ``HTTPXRequest`` does, and proxies come from the
-environment (``HTTPS_PROXY``) as with httpx.
+environment (``HTTPS_PROXY``, ``NO_PROXY``) as with httpx.
 """
 
 from __future__ import annotations
+
+import urllib.request
+from urllib.parse import urlsplit
 
 import aiohttp
 from telegram.error import NetworkError, TimedOut
@@ -31,6 +34,7 @@ class AiohttpRequest(BaseRequest):
         self._connections = connections
         self._read_timeout = read_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[str, str | None] = {}  # per scheme and host, from the environment
 
     @property
     def read_timeout(self) -> float | None:
@@ -41,12 +45,19 @@ class AiohttpRequest(BaseRequest):
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._connections),
                 headers={"User-Agent": self.USER_AGENT},
-                trust_env=True,  # HTTP(S)_PROXY, as httpx does by default
             )
 
     async def shutdown(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()
+
+    def _proxy_for(self, url: str) -> str | None:
+        """Read once per host: aiohttp's ``trust_env`` reads the environment and ~/.netrc
+        again on every request, in a thread, which cost more than the request itself."""
+        origin = url.split("/", 3)[2] if "://" in url else url
+        if origin not in self._proxies:
+            self._proxies[origin] = _environment_proxy(url)
+        return self._proxies[origin]
 
     async def do_request(
         self,
@@ -76,12 +87,22 @@ class AiohttpRequest(BaseRequest):
             connect=None if connect is None or pool is None else connect + pool,
         )  # fmt: skip
         try:
-            async with self._session.request(method, url, data=data, timeout=timeout) as response:
+            async with self._session.request(
+                method, url, data=data, timeout=timeout, proxy=self._proxy_for(url)
+            ) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:
             raise TimedOut from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+
+
+def _environment_proxy(url: str) -> str | None:
+    """The proxy ``HTTPS_PROXY``/``HTTP_PROXY`` (less ``NO_PROXY``) name for ``url``."""
+    parts = urlsplit(url)
+    if parts.hostname is None or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 def _given(value: float | object | None, default: float | None) -> float | None:

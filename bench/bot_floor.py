@@ -1,11 +1,12 @@
 """The floor under the bot's overhead: the least a python-telegram-bot bot can do per message.
 
 Run as a script, this is a relay with the same libraries and settings as Parley's Telegram
-adapter (long polling, concurrent updates) and nothing else: no store, queue, limits, fitting
-or streamed edits. Each text message is POSTed to the engine as one user turn, the stream read
-to its end, and the answer sent as one reply. ``measure`` runs it through the same
-conversations as the bot's overhead phase, in the same run, so Parley ÷ floor says how much of
-the overhead is Parley's own and how much is the libraries, loopback HTTP and this machine.
+adapter (long polling, concurrent updates, its aiohttp transport) and nothing else: no store,
+queue, limits, fitting or streamed edits. Each text message is POSTed to the engine as one user
+turn, the stream read to its end, and the answer sent as one reply. ``measure`` runs it through
+the same conversations as the bot's overhead phase, in the same run, so Parley ÷ floor says how
+much of the overhead is Parley's own and how much is the libraries, loopback HTTP and this
+machine.
 
 Usage (bench/bot.py starts it): python bench/bot_floor.py, with TELEGRAM_TOKEN,
 TELEGRAM_API_BASE_URL and ENGINE_URLS in the environment.
@@ -25,6 +26,8 @@ import aiohttp
 from telegram import Update
 from telegram.ext import ApplicationBuilder, ContextTypes, MessageHandler, filters
 
+from adapters.telegram_http import AiohttpRequest
+
 if TYPE_CHECKING:
     from tests.emulators.scripted_engine import ScriptedEngine
     from tests.emulators.telegram_api import TelegramEmulator
@@ -35,7 +38,8 @@ async def relay() -> None:
     engine = os.environ["ENGINE_URLS"].rstrip("/") + "/v1/chat/completions"
     app = (
         ApplicationBuilder().token(os.environ["TELEGRAM_TOKEN"]).base_url(f"{base}/bot")
-        .base_file_url(f"{base}/file/bot").concurrent_updates(True).build()
+        .base_file_url(f"{base}/file/bot").request(AiohttpRequest())
+        .get_updates_request(AiohttpRequest(connections=1)).concurrent_updates(True).build()
     )  # fmt: skip
     async with aiohttp.ClientSession() as session:
 
