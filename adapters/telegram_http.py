@@ -13,12 +13,15 @@ environment (``HTTPS_PROXY``, ``NO_PROXY``) as with httpx.
 
 from __future__ import annotations
 
+import logging
 import urllib.request
 from urllib.parse import urlsplit
 
 import aiohttp
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+
+log = logging.getLogger(__name__)
 
 # PTB's own HTTPXRequest defaults
 READ_TIMEOUT = 5.0
@@ -90,11 +93,13 @@ class AiohttpRequest(BaseRequest):
             async with self._session.request(
                 method, url, data=data, timeout=timeout, proxy=self._proxy_for(url)
             ) as response:
-                return response.status, await response.read()
+                body = await response.read()
         except TimeoutError as exc:
             raise TimedOut from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+        log.debug("%s %s: %d", method, url, response.status)  # the token is masked (bot/redact.py)
+        return response.status, body
 
 
 def _environment_proxy(url: str) -> str | None:

@@ -1,10 +1,11 @@
 """Keep secrets out of everything Parley writes: log lines, tracebacks and printed errors.
 
-Libraries log what they see: httpx logs every Telegram request URL at INFO, and the Bot API
-puts the token in the path (``/bot123:ABC/getMe``); python-telegram-bot logs its base URL
-at DEBUG. So redaction happens where lines leave the process, on the root handlers, with
-every known secret value (settings' ``SecretStr`` fields, the Hugging Face token, the admin
-token the bot made) plus the token shapes a secret takes inside URLs and payloads.
+Libraries log what they see: each Telegram request URL is logged at DEBUG
+(adapters/telegram_http.py) and the Bot API puts the token in the path (``/bot123:ABC/getMe``);
+python-telegram-bot logs its base URL at DEBUG. So redaction happens where lines leave the
+process, on the root handlers, with every known secret value (settings' ``SecretStr`` fields,
+the Hugging Face token, the admin token the bot made) plus the token shapes a secret takes
+inside URLs and payloads.
 
 One ``Redactor`` per process (``REDACTOR``): the log filter and ``redact()`` for printed
 errors share its secrets, so one added late (a generated admin token) covers both.
