@@ -10,6 +10,8 @@ used first within a byte budget (``--kv-cache-ram-mb``). Scheduler-thread only.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -74,3 +76,21 @@ class SpillCache:
     def clear(self) -> None:
         self._entries.clear()
         self.used_bytes = 0
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+SPILL_MAPPED_ABOVE = 1 << 20  # bytes
+
+
+def map_spills_apart() -> bool:
+    """Give every large allocation (a spilled sequence is megabytes) its own mapping, unmapped
+    when it is dropped. glibc raises its mmap threshold each time such a block is freed, so
+    later spills come from the heap, whose freed holes it rarely returns: the engine's RSS
+    then creeps past the spills it holds. False where the C library has no ``mallopt``."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # musl has no mallopt
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, SPILL_MAPPED_ABOVE))

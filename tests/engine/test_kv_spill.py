@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
 from engine.core import EngineCore, Swap
 from engine.kv_spill import SpillCache
 from tests.engine.fakes import FakeBackend
 from tests.engine.test_core import Collector, request, run_all
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_spill_cache_evicts_least_recently_spilled_within_its_budget() -> None:
@@ -188,3 +196,35 @@ def test_a_short_shared_prefix_is_not_worth_sharing() -> None:
     core.submit(request([100, 101, 102, 103, 9], out, key="b", max_tokens=1))
     run_all(core)
     assert out.finished.usage.cached_tokens == 0
+
+
+_FRAGMENTING = """
+import sys
+from engine.kv_spill import map_spills_apart
+if sys.argv[1] == "mapped":
+    assert map_spills_apart()
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+first = bytearray(8 << 20)
+del first  # glibc now raises its mmap threshold past 8 MiB, unless told not to
+before = rss_mb()
+spills = [bytearray((8 << 20) - 4096) for _ in range(10)]
+del spills[:9]  # nine dropped, the newest kept
+print(rss_mb() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_dropped_spills_give_their_memory_back() -> None:
+    """Ten spills made, nine dropped: with each spill its own mapping only the kept one stays
+    resident; glibc's default keeps the nine dropped ones' heap space too."""
+
+    def grown(mode: str) -> float:
+        ran = subprocess.run([sys.executable, "-c", _FRAGMENTING, mode], capture_output=True,
+                             text=True, check=True, cwd=ROOT)  # fmt: skip
+        return float(ran.stdout)
+
+    assert grown("mapped") < 20  # MiB: the one kept spill
+    assert grown("default") > 60  # the control: what map_spills_apart prevents
