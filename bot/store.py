@@ -1,14 +1,14 @@
 """The bot's SQLite store: users, conversations, messages, jobs, settings and bans.
 
-One aiosqlite connection in autocommit mode; every write method runs in its own
-``BEGIN IMMEDIATE`` ... ``COMMIT`` and has committed before it returns, so "the user's message is
-stored before the job is queued" holds even if the process dies right after. An asyncio lock
-serialises the methods, so concurrent coroutines never share a transaction. Methods are safe to
-call from any coroutine on the loop that opened the store; not from other threads.
+One aiosqlite connection in autocommit mode; every write method is atomic and has committed
+before it returns, so "the user's message is stored before the job is queued" holds even if the
+process dies right after. An asyncio lock serialises the methods. Methods are safe to call from
+any coroutine on the loop that opened the store; not from other threads.
 
-Writes on the message path go through ``atomic``: the whole transaction is one plain function
-run on aiosqlite's thread, one round trip instead of one per statement (each is about 0.2 ms
-when the event loop is busy, and a message makes a dozen).
+Writes on the message path go through ``atomic``: the whole write is one plain function run on
+aiosqlite's thread, one round trip instead of one per statement (each is about 0.2 ms when the
+event loop is busy, and a message makes a dozen); writes asked for at the same time share one
+transaction, each in its own savepoint (bot/store_batch.py).
 
 Rows leave as frozen dataclasses. Timestamps are ISO-8601 UTC. Errors: ``ValueError`` for a bad
 role/status or text that is not valid Unicode (a lone surrogate), ``KeyError`` when updating a
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from bot.migrations import apply_migrations
+from bot.store_batch import GroupCommit
 from bot.store_rows import (
     HISTORY_SQL,
     JOB_SELECT,
@@ -64,6 +65,7 @@ class Store:
         self._db = db
         self.path = path  # the database file (None: in memory)
         self._lock = asyncio.Lock()
+        self._commits = GroupCommit(db, self._lock)
 
     @classmethod
     async def open(cls, path: str | Path, *, migrations_dir: Path | None = None) -> Store:
@@ -269,27 +271,11 @@ class Store:
             await self._db.execute("COMMIT")
 
     async def atomic(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` as one write transaction in a single round trip to aiosqlite's thread
-        (committed on return, rolled back on any exception). ``work`` must only touch the
-        connection it is given. Uses ``Connection._execute``, aiosqlite's one way to run a
-        function on its thread (present since its first releases)."""
-        async with self._lock:
-            db = self._db
-            run_on_thread: Callable[[Callable[[], T]], Awaitable[T]] = db._execute
-            return await run_on_thread(lambda: _transaction(db._conn, work))
+        """Run ``work`` atomically on aiosqlite's thread: returns once it is committed; on
+        any exception nothing of it is stored. ``work`` must only touch the connection it is
+        given. Works asked for together share one round trip and commit (bot/store_batch.py)."""
+        return await self._commits.run(work)
 
     async def query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         async with self._lock:
             return list(await self._db.execute_fetchall(sql, params))
-
-
-def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        result = work(db)
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-    return result

@@ -1,0 +1,110 @@
+"""Group commit: the write transactions asked for while one is on aiosqlite's thread go there
+together next, as savepoints of one transaction, with one round trip and one commit for all.
+
+Messages come in bursts (one getUpdates answer hands out every message sent in the last
+moment), and each is stored, with its job, before it is queued. One transaction a message
+meant the eighth of eight waited for seven round trips (about 0.9 ms each here, 0.36 ms of
+it the thread hop alone) before its own. Each piece of work is still atomic on its own (a
+savepoint, rolled back alone when it raises), and its caller hears back only once the
+commit is done, so "stored before it is queued, and before it is shown" holds as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiosqlite
+
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], Any]
+Outcome = tuple[Any, BaseException | None]  # the work's result, or what it raised
+
+
+class GroupCommit:
+    """Runs each ``run(work)`` in the next batch; ``lock`` keeps other uses of the
+    connection out while a batch is on the thread."""
+
+    def __init__(self, db: aiosqlite.Connection, lock: asyncio.Lock) -> None:
+        self._db = db
+        self._lock = lock
+        self._waiting: list[tuple[Work, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.batches = 0  # transactions committed (tests, benchmarks)
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiting.append((work, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="parley-store-commit")
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            async with self._lock:
+                while self._waiting:
+                    batch, self._waiting = self._waiting, []
+                    await self._commit(batch)
+        finally:
+            self._flusher = None
+            for _, future in self._waiting:  # only when cancelled: nothing will run them
+                if not future.done():
+                    future.set_exception(RuntimeError("the store was closed"))
+            self._waiting.clear()
+
+    async def _commit(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
+        connection = self._db._conn
+        works = [work for work, _ in batch]
+        # aiosqlite's one way to run a function on its thread (present since its first releases)
+        run_on_thread: Callable[[Callable[[], list[Outcome]]], Awaitable[list[Outcome]]] = (
+            self._db._execute
+        )
+        try:
+            outcomes = await run_on_thread(lambda: commit_all(connection, works))
+        except BaseException as exc:  # the commit itself failed: none of them is stored
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        self.batches += 1
+        for (_, future), (result, error) in zip(batch, outcomes, strict=True):
+            if future.done():  # its caller gave up waiting; the work is stored anyway
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+
+def commit_all(db: sqlite3.Connection, works: list[Work]) -> list[Outcome]:
+    """One transaction; with several works, each in a savepoint of its own."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if len(works) == 1:
+            outcomes: list[Outcome] = [(works[0](db), None)]
+        else:
+            outcomes = [_in_savepoint(db, work) for work in works]
+    except BaseException as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        if len(works) == 1 and isinstance(exc, Exception):
+            return [(None, exc)]
+        raise
+    db.execute("COMMIT")
+    return outcomes
+
+
+def _in_savepoint(db: sqlite3.Connection, work: Work) -> Outcome:
+    db.execute("SAVEPOINT work")
+    try:
+        result = work(db)
+    except Exception as exc:
+        db.execute("ROLLBACK TO work")
+        db.execute("RELEASE work")
+        return None, exc
+    db.execute("RELEASE work")
+    return result, None
