@@ -24,8 +24,8 @@ Outcome = tuple[Any, BaseException | None]  # the work's result, or what it rais
 
 
 class GroupCommit:
-    """Runs each ``run(work)`` in the next batch; ``lock`` keeps other uses of the
-    connection out while a batch is on the thread."""
+    """Runs ``run(work)`` at once when nothing else is on the thread, else in the next batch;
+    ``lock`` keeps other uses of the connection out while a batch is on the thread."""
 
     def __init__(self, db: aiosqlite.Connection, lock: asyncio.Lock) -> None:
         self._db = db
@@ -35,6 +35,13 @@ class GroupCommit:
         self.batches = 0  # transactions committed (tests, benchmarks)
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._flusher is None and not self._lock.locked():  # nothing in flight: straight on
+            async with self._lock:
+                ((result, error),) = await self._on_thread([work])
+            self.batches += 1
+            if error is not None:
+                raise error
+            return result  # type: ignore[no-any-return]
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._waiting.append((work, future))
         if self._flusher is None:
@@ -54,15 +61,17 @@ class GroupCommit:
                     future.set_exception(RuntimeError("the store was closed"))
             self._waiting.clear()
 
-    async def _commit(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
+    async def _on_thread(self, works: list[Work]) -> list[Outcome]:
         connection = self._db._conn
-        works = [work for work, _ in batch]
         # aiosqlite's one way to run a function on its thread (present since its first releases)
         run_on_thread: Callable[[Callable[[], list[Outcome]]], Awaitable[list[Outcome]]] = (
             self._db._execute
         )
+        return await run_on_thread(lambda: commit_all(connection, works))
+
+    async def _commit(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
         try:
-            outcomes = await run_on_thread(lambda: commit_all(connection, works))
+            outcomes = await self._on_thread([work for work, _ in batch])
         except BaseException as exc:  # the commit itself failed: none of them is stored
             for _, future in batch:
                 if not future.done():

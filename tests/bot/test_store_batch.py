@@ -34,7 +34,8 @@ async def test_writes_asked_for_together_share_one_commit(store: Store, tmp_path
         accept_message(store, "telegram", str(user), "U", "chat", f"message {user}")
         for user in range(8)
     ))  # fmt: skip
-    assert store._commits.batches - before == 1  # all eight asked before the first began
+    # the first went straight on; the seven asked while it was on the thread went together
+    assert store._commits.batches - before == 2
     assert [a.message.content for a in accepted if a] == [f"message {u}" for u in range(8)]
     assert len({a.job.id for a in accepted if a}) == 8
     with sqlite3.connect(tmp_path / "parley.db") as db:  # committed, seen by another reader
