@@ -15,15 +15,11 @@ A profiling aid, not a benchmark. Usage: python bench/trace_egress.py [rounds].
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import functools
 import itertools
 import json
-import logging
-import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -132,20 +128,7 @@ async def drive(rounds: int, workdir: Path) -> dict[str, list[float]]:
     return steps
 
 
-def main() -> None:
-    if sys.argv[1:2] == ["--bot"]:
-        sys.exit(traced_bot(Path(sys.argv[2])))
-    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 2
-    with tempfile.TemporaryDirectory(prefix="parley-trace-") as tmp:
-        steps = asyncio.run(drive(rounds, Path(tmp)))
-    print("| step | p50 ms | p90 ms | max ms |\n|---|---:|---:|---:|")
-    for step, values in steps.items():
-        ordered = sorted(values)
-        print(f"| {step} | {statistics.median(ordered):.2f} | "
-              f"{ordered[int(len(ordered) * 0.9)]:.2f} | {ordered[-1]:.2f} |")  # fmt: skip
-    print(f"({len(next(iter(steps.values())))} messages)")
-
-
 if __name__ == "__main__":
-    main()
+    from bench.trace_ingress import run_tracer
+
+    run_tracer(traced_bot, drive)

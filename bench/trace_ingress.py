@@ -27,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +103,14 @@ async def drive(rounds: int, workdir: Path) -> dict[str, list[float]]:
     return steps
 
 
-def main() -> None:
+def run_tracer(
+    traced: Callable[[Path], int],
+    drive: Callable[[int, Path], Coroutine[Any, Any, dict[str, list[float]]]],
+) -> None:
+    """A tracer's command line: ``--bot OUT`` is the traced bot (``traced``); else ``drive`` the
+    load for ``[rounds]`` and print each step's p50/p90/max (shared with bench/trace_egress.py)."""
     if sys.argv[1:2] == ["--bot"]:
-        sys.exit(traced_bot(Path(sys.argv[2])))
+        sys.exit(traced(Path(sys.argv[2])))
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     with tempfile.TemporaryDirectory(prefix="parley-trace-") as tmp:
@@ -119,4 +124,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_tracer(traced_bot, drive)
