@@ -383,12 +383,18 @@ class ChatService:
             return
 
     async def _finish(self, item: WorkItem, outcome: Outcome) -> None:
-        """Store the reply (partial text kept, marked) and close the job; then show it."""
+        """Show the final text while the reply (partial text kept, marked) is stored and the job
+        closed: neither waits for the other. The store write is queued before the final edit
+        goes out, so a message sent after seeing it is stored after it; a bot that dies in
+        between leaves the job open, answered again at its next start."""
         item.asking.set()
-        reply = reply_of(item, outcome)
-        await finish_job(self.store, item.job, JOB_STATUS[outcome.state], reply, outcome.error)
-        measure(item, outcome, self._written)
         self._deliveries.start(item, outcome)
+        reply = reply_of(item, outcome)
+        try:
+            await finish_job(self.store, item.job, JOB_STATUS[outcome.state], reply, outcome.error)
+        except Exception:  # shown already; a second, error, reply would contradict it
+            log.exception("job %d could not be closed in the store", item.job.id)
+        measure(item, outcome, self._written)
 
 
 def _cache_key(item: WorkItem) -> str:

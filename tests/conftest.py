@@ -6,9 +6,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from bot.store import Store
 from tests.engine_process import EngineProcess, start_engine
 
 ADMIN_TOKEN = "test-admin-token"
+
+
+async def store_settled(store: Store) -> None:
+    """Returns once every write asked of ``store`` so far is committed: a reply's final state
+    is shown while it is stored, so a test reading the file after seeing it waits for this."""
+    await store.atomic(lambda db: None)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from adapters.discord import DiscordAdapter
 from bot.app import Parley
 from bot.service import ChatService
 from bot.settings import load_settings
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, store_settled
 from tests.emulators.discord_api import DiscordEmulator
 from tests.emulators.discord_models import MessageRecord
 
@@ -43,7 +43,9 @@ class DiscordBot:
             streaming = "▌" in text or text == "…" or text.startswith("⏳")
             return None if streaming else record
 
-        return await self.emu.wait_for(done, timeout)
+        final = await self.emu.wait_for(done, timeout)
+        await store_settled(self.service.store)  # and stored, for tests that read the file
+        return final
 
     async def answer_to(self, user_message: int, timeout: float = 60) -> MessageRecord:
         """The bot's (final) reply to a DM or a mention."""

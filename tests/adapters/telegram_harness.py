@@ -14,7 +14,7 @@ from adapters.telegram import TelegramAdapter
 from bot.app import Parley
 from bot.service import ChatService
 from bot.settings import load_settings
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, store_settled
 from tests.emulators.telegram_api import BotMessage, TelegramEmulator
 from tests.engine_process import EngineProcess
 
@@ -41,7 +41,9 @@ class TelegramBot:
                     return message
             return None
 
-        return await self.emu.wait_for(finished, timeout)
+        final = await self.emu.wait_for(finished, timeout)
+        await store_settled(self.service.store)  # and stored, for tests that read the file
+        return final
 
     def replies_to(self, message_id: int, chat_id: int) -> list[BotMessage]:
         return [m for m in self.emu.bot_messages(chat_id) if m.reply_to_message_id == message_id]

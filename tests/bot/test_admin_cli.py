@@ -20,6 +20,7 @@ from bot.settings import load_settings
 from engine.download import demo_model_path
 from tests.bot.test_gguf_info import write_gguf
 from tests.bot.test_service import Recorder, say
+from tests.conftest import store_settled
 from tests.emulators.hf_hub import HubStandIn
 from tests.emulators.threaded import ThreadedServer
 from tests.engine_process import ROOT
@@ -193,6 +194,7 @@ async def test_backup_copies_the_live_database(
     incoming, sink = say("alice", "Remember this", [])
     await service.handle(incoming)
     await asyncio.wait_for(sink.done.wait(), 60)
+    await store_settled(service.store)
     code, out, err = await admin(tmp_path, "backup", "copy.db")  # relative to the CLI's folder
     assert code == 0, err
     assert "backed up" in out and str(tmp_path / "copy.db") in out

@@ -19,6 +19,7 @@ from bot.local_engine import LocalEngine
 from bot.service import ENGINE_LOST, ChatService
 from bot.settings import Settings, load_settings
 from tests.bot.test_service import Recorder, say
+from tests.conftest import store_settled
 
 pytestmark = pytest.mark.model
 
@@ -75,6 +76,7 @@ async def test_a_killed_engine_is_restarted_and_the_answer_written_again(tmp_pat
         assert asker.outcome is not None and asker.outcome.state == "done"
         assert waiter.outcome is not None and waiter.outcome.state == "done"
         assert asker.text == asker.outcome.text and len(asker.text) > 20
+        await store_settled(service.store)
         assert _jobs(app.settings.database_path) == [("done", None), ("done", None)]
         assert await _readiness(app.metrics_url) == 200
 
@@ -93,6 +95,7 @@ async def test_losing_the_engine_twice_is_an_error_on_the_same_reply(tmp_path: P
         assert asker.outcome is not None and asker.outcome.state == "error"
         assert asker.outcome.error == ENGINE_LOST
         assert asker.notices == []  # the error is the reply itself, not another message
+        await store_settled(service.store)
         assert _jobs(app.settings.database_path) == [("failed", ENGINE_LOST)]
         await _answers(service)  # the restarted engine serves the next message
 

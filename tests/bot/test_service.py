@@ -18,6 +18,7 @@ from bot.incoming import Incoming, Outcome
 from bot.service import ChatService
 from bot.store import Store
 from tests.bot.pools import started_pool
+from tests.conftest import store_settled
 from tests.engine_process import EngineProcess
 
 pytestmark = pytest.mark.model
@@ -173,6 +174,7 @@ async def test_stop_cancels_a_running_answer_and_keeps_the_partial_text(
             break
         await asyncio.sleep(0.02)
     assert engine.get("/health")["slots_busy"] == 0
+    await store_settled(service.store)
     with sqlite3.connect(tmp_path / "bot.db") as db:
         content, status = db.execute(
             "SELECT content, status FROM messages WHERE role='assistant'"
@@ -194,6 +196,7 @@ async def test_stop_also_cancels_queued_answers(service: ChatService, tmp_path: 
     await asyncio.wait_for(asyncio.gather(running_sink.done.wait(), queued_sink.done.wait()), 10)
     assert queued_sink.text == "" and queued_sink.outcome is not None
     assert queued_sink.outcome.state == "stopped"
+    await store_settled(service.store)
     with sqlite3.connect(tmp_path / "bot.db") as db:
         statuses = [r[0] for r in db.execute("SELECT status FROM jobs ORDER BY id")]
     assert statuses == ["cancelled", "cancelled"]
