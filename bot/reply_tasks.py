@@ -42,7 +42,7 @@ class Deliveries:
 async def _deliver(item: WorkItem, outcome: Outcome) -> None:
     try:
         await item.incoming.reply.finished(outcome)
-    except Exception:  # the answer is stored; `parley admin history` still has it
+    except Exception:  # the answer is stored all the same; `parley admin history` has it
         log.exception("the final text of job %d could not be shown", item.job.id)
 
 
