@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from telegram import Bot
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import NetworkError, RetryAfter, TimedOut
 
 from adapters.telegram_http import AiohttpRequest
@@ -40,6 +40,8 @@ class BotApi:
         if request.content_type == "multipart/form-data":
             async for part in await request.multipart():
                 fields[part.name or ""] = (part.filename, await part.read())  # type: ignore[union-attr]
+        elif request.content_type == "application/json":
+            fields = await request.json()
         else:
             fields = dict(await request.post())
         self.seen.append((method, request.content_type, fields))
@@ -64,12 +66,18 @@ async def test_forms_and_files_reach_the_api_and_answers_come_back(
     stand_in, url = api
     async with Bot("123:abc", base_url=f"{url}/bot", request=AiohttpRequest()) as bot:
         assert bot.username == "parley_bot"  # getMe, on initialize
-        sent = await bot.send_message(5, "héllo <b>there</b>", parse_mode="HTML")
+        button = InlineKeyboardMarkup([[InlineKeyboardButton("Stop", callback_data="stop:1")]])
+        sent = await bot.send_message(
+            5, "héllo <b>there</b>", parse_mode="HTML", reply_markup=button
+        )
         assert sent.message_id == 1
         await bot.send_document(5, b"file body", filename="notes.txt")
     method, kind, fields = stand_in.seen[1]
-    assert (method, kind) == ("sendMessage", "application/x-www-form-urlencoded")
+    assert (method, kind) == ("sendMessage", "application/json")
     assert fields["text"] == "héllo <b>there</b>" and fields["parse_mode"] == "HTML"
+    assert fields["chat_id"] == 5  # values as JSON values, objects as objects
+    stop = {"text": "Stop", "callback_data": "stop:1"}
+    assert fields["reply_markup"] == {"inline_keyboard": [[stop]]}
     method, kind, fields = stand_in.seen[2]
     assert (method, kind) == ("sendDocument", "multipart/form-data")
     assert fields["document"] == ("notes.txt", b"file body")
