@@ -88,9 +88,9 @@ class AiohttpRequest(BaseRequest):
             data = aiohttp.FormData(request_data.json_parameters)
             for name, (filename, content, mime) in files.items():
                 data.add_field(name, content, filename=filename, content_type=mime)
-        elif request_data is not None and request_data.parameters:
+        elif request_data is not None and (parameters := request_data.parameters):
             # ``parameters``, not PTB's ``json_payload``: that one sends objects as JSON strings
-            data, headers = json.dumps(request_data.parameters).encode(), JSON_BODY
+            data, headers = json.dumps(parameters).encode(), JSON_BODY
         read = _given(read_timeout, self._read_timeout)
         connect = _given(connect_timeout, CONNECT_TIMEOUT)
         pool = _given(pool_timeout, POOL_TIMEOUT)
