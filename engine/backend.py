@@ -6,6 +6,7 @@ scripted fake so the scheduling logic runs with no model and no socket.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -59,10 +60,13 @@ class Backend(Protocol):
     def copy_prefix(self, src: int, dst: int, n_tokens: int) -> None:
         """Make positions < n_tokens of ``src`` part of (empty) ``dst`` too; unified only."""
 
-    def save(self, seq: int) -> bytearray | None:
-        """A copy of ``seq``'s KV (for the RAM spill cache); None if it cannot be saved."""
+    def state_size(self, seq: int) -> int:
+        """Bytes ``save`` writes for ``seq``'s KV (for the RAM spill cache); 0 if empty."""
 
-    def restore(self, seq: int, data: bytearray) -> bool:
+    def save(self, seq: int, into: mmap.mmap) -> bool:
+        """Copy ``seq``'s KV into ``into`` (``state_size`` bytes); False if it cannot."""
+
+    def restore(self, seq: int, data: mmap.mmap) -> bool:
         """Replace ``seq``'s KV with ``data`` from ``save``; False if there is no room."""
 
     def piece(self, token: int) -> bytes: ...

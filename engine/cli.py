@@ -20,7 +20,6 @@ from aiohttp import web
 
 from engine.download import resolve_model_path
 from engine.errors import EngineError, ModelUnavailableError
-from engine.kv_spill import map_spills_apart
 from engine.llama_backend import ContextConfig
 from engine.log_context import FORMATS, REQUEST_ID_FILTER, QuietAccessLogger, formatter
 from engine.model import read_gguf_header
@@ -260,7 +259,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "parley engine") -> int:
     try:
         config = config_from_args(args)
         read_gguf_header(resolve_model_path(config.model))  # fail fast, before binding
-        map_spills_apart()
         asyncio.run(serve(config, args.host, args.port, os.environ.get("ADMIN_TOKEN", "")))
     except ModelUnavailableError as exc:
         print(f"{prog}: error: {secrets.redact(str(exc))}", file=sys.stderr)

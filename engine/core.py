@@ -175,6 +175,7 @@ class EngineCore:
                         break
 
     def _admit(self) -> None:
+        wanted = {job.request.cache_key for job in self.waiting if job.request.cache_key}
         while self.waiting:
             job = self.waiting[0]
             if self._swaps and job.t_first is None:
@@ -185,7 +186,11 @@ class EngineCore:
                 if other.slot is not None
             )
             placed = self.kv.place(
-                job.request.cache_key, job.prompt, reserved=reserved, crowded=bool(self.running)
+                job.request.cache_key,
+                job.prompt,
+                reserved=reserved,
+                crowded=bool(self.running),
+                wanted=wanted,
             )
             if placed is None:
                 return

@@ -10,7 +10,7 @@ Scheduler-thread only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from engine.backend import Backend
@@ -35,13 +35,20 @@ class KvPlacement:
         self.spill = spill
 
     def place(
-        self, key: str | None, prompt: Sequence[int], *, reserved: int, crowded: bool
+        self,
+        key: str | None,
+        prompt: Sequence[int],
+        *,
+        reserved: int,
+        crowded: bool,
+        wanted: Collection[str] = (),
     ) -> Placement | None:
         """Claim a slot for ``prompt`` with as much of it cached as possible.
 
         None when every slot is busy, or (in a unified cache shared with running requests,
         ``crowded``) when the cells it needs cannot be freed yet. ``reserved`` is the cells
-        running requests are about to fill.
+        running requests are about to fill; ``wanted`` the keys of requests still waiting,
+        whose idle slots a restore leaves in place.
         """
         slot = self.table.choose(key, prompt)
         if slot is None:
@@ -57,6 +64,7 @@ class KvPlacement:
             if not self._free_cells_for(needed, reserved, keep=slot, freed=freed):
                 return None
         if spilled is not None and key is not None:
+            self._spill_idle_below(slot, wanted)
             if not self._restore(slot, key):
                 reuse = 0
         else:
@@ -114,6 +122,21 @@ class KvPlacement:
             for slot in self.table.eviction_order():
                 self.evict(slot)
 
+    def _spill_idle_below(self, slot: Slot, wanted: Collection[str]) -> None:
+        """Before a restore, spill the idle slots that ``spill_idle`` would spill right after.
+
+        llama.cpp puts restored cells at the first free run from its search head, and every
+        batch attends over cells up to the highest one in use. Restored above an idle
+        sequence that leaves a moment later, a conversation would sit over a hole of empty
+        cells it pays attention over on every turn (with 32 users taking turns on 8 slots,
+        cells marched up to three histories high). Freed first, the cells it lands in are
+        the lowest ones.
+        """
+        if self.backend.unified and self.spill.enabled:
+            for other in self.table.eviction_order(keep=slot):
+                if other.cache_key not in wanted:
+                    self.evict(other)
+
     def free_cells(self, reserved: int) -> int:
         return self.backend.kv_cells - self.table.used_cells() - reserved
 
@@ -148,16 +171,24 @@ class KvPlacement:
         """Copy ``key``'s spilled KV into ``slot`` (spilling what the slot held first)."""
         self.evict(slot)
         spilled = self.spill.take(key)
-        if spilled is None or not self.backend.restore(slot.seq, spilled.data):
-            log.warning("could not restore the KV of conversation %r; recomputing it", key)
-            self.backend.clear(slot.seq)
-            return False
-        slot.tokens[:] = spilled.tokens
-        slot.cache_key = key
-        return True
+        if spilled is not None:
+            restored = self.backend.restore(slot.seq, spilled.data)
+            self.spill.recycle(spilled.data)  # its pages take the next spill
+            if restored:
+                slot.tokens[:] = spilled.tokens
+                slot.cache_key = key
+                return True
+        log.warning("could not restore the KV of conversation %r; recomputing it", key)
+        self.backend.clear(slot.seq)
+        return False
 
     def _save(self, slot: Slot) -> None:
         if self.spill.enabled and slot.cache_key is not None and slot.tokens:
-            data = self.backend.save(slot.seq)
-            if data is not None:
+            size = self.backend.state_size(slot.seq)
+            if size == 0:
+                return
+            data = self.spill.buffer(size)
+            if self.backend.save(slot.seq, data):
                 self.spill.put(slot.cache_key, tuple(slot.tokens), data)
+            else:
+                self.spill.recycle(data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import math
+import mmap
 import os
 import random
 from collections.abc import Sequence
@@ -181,17 +182,17 @@ class LlamaBackend:
     def copy_prefix(self, src: int, dst: int, n_tokens: int) -> None:
         ll.llama_memory_seq_cp(self.memory, src, dst, 0, n_tokens)
 
-    def save(self, seq: int) -> bytearray | None:
-        size = ll.llama_state_seq_get_size(self.ctx, seq)
-        if size == 0:
-            return None
-        data = bytearray(size)
-        view = (ctypes.c_uint8 * size).from_buffer(data)
-        written = ll.llama_state_seq_get_data(self.ctx, view, size, seq)
-        del view  # a live ctypes view would pin the bytearray's size
-        return data if written == size else None
+    def state_size(self, seq: int) -> int:
+        return int(ll.llama_state_seq_get_size(self.ctx, seq))
 
-    def restore(self, seq: int, data: bytearray) -> bool:
+    def save(self, seq: int, into: mmap.mmap) -> bool:
+        size = len(into)
+        view = (ctypes.c_uint8 * size).from_buffer(into)
+        written = ll.llama_state_seq_get_data(self.ctx, view, size, seq)
+        del view  # a live ctypes view would stop the mapping from being resized or closed
+        return bool(written == size)
+
+    def restore(self, seq: int, data: mmap.mmap) -> bool:
         view = (ctypes.c_uint8 * len(data)).from_buffer(data)
         read = ll.llama_state_seq_set_data(self.ctx, view, len(data), seq)
         del view

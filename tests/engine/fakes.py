@@ -7,6 +7,7 @@ It keeps a real per-sequence KV ledger and checks every batch the way llama.cpp 
 from __future__ import annotations
 
 import json
+import mmap
 from collections.abc import Callable, Sequence
 
 from engine.backend import DECODE_NO_ROOM, DECODE_OK, BatchEntry
@@ -72,6 +73,7 @@ class FakeBackend:
         self.saves = 0
         self.resident: list[set[int]] = []  # sequences holding KV at each decode
         self.restores = 0
+        self.held_at_restore: list[set[int]] = []  # the other sequences holding KV then
 
     def decode(self, entries: Sequence[BatchEntry]) -> int:
         assert 0 < len(entries) <= self.n_batch, f"batch of {len(entries)}"
@@ -109,12 +111,17 @@ class FakeBackend:
         assert self.unified and not self.kv[dst], "llama.cpp shares cells only in one stream"
         self.kv[dst] = self.kv[src][:n_tokens]
 
-    def save(self, seq: int) -> bytearray | None:
-        self.saves += 1
-        return bytearray(json.dumps(self.kv[seq]).encode())
+    def state_size(self, seq: int) -> int:
+        return len(json.dumps(self.kv[seq]).encode())
 
-    def restore(self, seq: int, data: bytearray) -> bool:
-        tokens = json.loads(data)
+    def save(self, seq: int, into: mmap.mmap) -> bool:
+        self.saves += 1
+        into[:] = json.dumps(self.kv[seq]).encode()
+        return True
+
+    def restore(self, seq: int, data: mmap.mmap) -> bool:
+        tokens = json.loads(data[:])
+        self.held_at_restore.append({s for s, held in self.kv.items() if held and s != seq})
         if self.unified and self.used() - len(self.kv[seq]) + len(tokens) > self.kv_cells:
             return False
         self.kv[seq] = tokens

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_spill_cache_evicts_least_recently_spilled_within_its_budget() -> None:
     cache = SpillCache(10)
-    assert cache.put("a", (1,), bytearray(4))
-    assert cache.put("b", (2,), bytearray(4))
-    assert cache.put("c", (3,), bytearray(4))  # 12 > 10: "a" goes
+    assert cache.put("a", (1,), mmap.mmap(-1, 4))
+    assert cache.put("b", (2,), mmap.mmap(-1, 4))
+    assert cache.put("c", (3,), mmap.mmap(-1, 4))  # 12 > 10: "a" goes
     assert "a" not in cache and "b" in cache and "c" in cache
     assert cache.used_bytes == 8 and cache.dropped == 1
-    assert not cache.put("huge", (4,), bytearray(11))
+    assert not cache.put("huge", (4,), mmap.mmap(-1, 11))
     taken = cache.take("b")
     assert taken is not None and taken.tokens == (2,)
     assert cache.used_bytes == 4 and len(cache) == 1
@@ -198,33 +199,78 @@ def test_a_short_shared_prefix_is_not_worth_sharing() -> None:
     assert out.finished.usage.cached_tokens == 0
 
 
-_FRAGMENTING = """
-import sys
-from engine.kv_spill import map_spills_apart
-if sys.argv[1] == "mapped":
-    assert map_spills_apart()
+_DROPPING = """
+from engine.kv_spill import SpillCache
 def rss_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
-first = bytearray(8 << 20)
-del first  # glibc now raises its mmap threshold past 8 MiB, unless told not to
+cache = SpillCache(12 << 20)
 before = rss_mb()
-spills = [bytearray((8 << 20) - 4096) for _ in range(10)]
-del spills[:9]  # nine dropped, the newest kept
-print(rss_mb() - before)
+for i in range(10):  # each spill takes the budget's room: the one before is dropped
+    data = cache.buffer((6 << 20) + (1 << 19) * i)  # growing, as a conversation does
+    data[:] = bytes([i + 1]) * len(data)
+    cache.put(str(i), (i,), data)
+    if i % 3 == 2:  # restored: its mapping, grown in place, takes the next spill
+        cache.recycle(cache.take(str(i)).data)
+print(rss_mb() - before, cache.dropped)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_dropped_spills_give_their_memory_back() -> None:
-    """Ten spills made, nine dropped: with each spill its own mapping only the kept one stays
-    resident; glibc's default keeps the nine dropped ones' heap space too."""
+    """Ten 6-11 MiB spills, each dropping the one before: only the newest stays resident."""
+    ran = subprocess.run([sys.executable, "-c", _DROPPING], capture_output=True, text=True,
+                         check=True, cwd=ROOT)  # fmt: skip
+    grown_mb, dropped = ran.stdout.split()
+    assert int(dropped) == 6
+    assert float(grown_mb) < 20  # MiB: the kept spill plus the bytes objects that filled it
 
-    def grown(mode: str) -> float:
-        ran = subprocess.run([sys.executable, "-c", _FRAGMENTING, mode], capture_output=True,
-                             text=True, check=True, cwd=ROOT)  # fmt: skip
-        return float(ran.stdout)
 
-    assert grown("mapped") < 20  # MiB: the one kept spill
-    assert grown("default") > 60  # the control: what map_spills_apart prevents
+def test_a_restored_conversations_mapping_takes_the_next_spill() -> None:
+    cache = SpillCache(1 << 20)
+    first = cache.buffer(4096)
+    first[:4] = b"kv-a"
+    assert cache.put("a", (1,), first)
+    taken = cache.take("a")
+    assert taken is not None
+    cache.recycle(taken.data)
+    assert cache.used_bytes == 4096  # the spare is part of what the cache holds
+    grown = cache.buffer(3 * 4096)
+    assert grown is first and len(grown) == 3 * 4096  # resized in place, not a new mapping
+    assert cache.used_bytes == 0 and cache.buffer(4096) is not first
+    cache.recycle(grown)
+    assert cache.put("b", (2,), cache.buffer((1 << 20) - 4096))
+    assert cache.used_bytes == (1 << 20) - 4096  # room for "b" was made by dropping the spare
+    assert cache.dropped == 0
+
+
+def test_a_restore_first_spills_the_idle_sequences_it_would_land_above() -> None:
+    """llama.cpp puts a restored sequence in the first free cells from its search head;
+    idle cells still held below or beside it would stay in every batch's attention span."""
+    backend = FakeBackend(n_seq=2, n_ctx_seq=32, unified=True)
+    core = EngineCore(backend, spill=SpillCache(1 << 20))
+    for key in ("a", "b", "c"):  # each runs while the one before idles: only c is left
+        core.submit(request([10, 11, 12], Collector(), key=key, max_tokens=2))
+        run_all(core)
+    back = Collector()
+    core.submit(request([10, 11, 12, 13, 20], back, key="a", max_tokens=1))
+    run_all(core)
+    assert back.finished.usage.cached_tokens == 4  # restored from RAM
+    assert backend.held_at_restore == [set()]  # c, idle, had left before a came back
+
+
+def test_a_restore_keeps_the_idle_slot_of_a_conversation_already_waiting() -> None:
+    backend = FakeBackend(n_seq=2, n_ctx_seq=32, unified=True)
+    core = EngineCore(backend, spill=SpillCache(1 << 20))
+    for key in ("a", "b", "c"):
+        core.submit(request([10, 11, 12], Collector(), key=key, max_tokens=2))
+        run_all(core)
+    saves = backend.saves
+    restored, resident = Collector(), Collector()
+    core.submit(request([10, 11, 12, 13, 20], restored, key="a", max_tokens=1))
+    core.submit(request([10, 11, 12, 13, 30], resident, key="c", max_tokens=1))
+    run_all(core)
+    assert restored.finished.usage.cached_tokens == 4
+    assert resident.finished.usage.cached_tokens == 4  # straight from its slot, not RAM
+    assert backend.saves == saves and len(backend.held_at_restore) == 1
