@@ -25,6 +25,7 @@ from engine import llama_log
 from engine.download import resolve_model_path
 from engine.errors import ModelLoadError
 from engine.template import ChatTemplate, Segment, TemplateOverride, select_template
+from engine.token_cache import TokenCache
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class Model:
         self.bos_id = ll.llama_vocab_bos(self.vocab)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self._pieces: dict[int, bytes] = {}
+        self.token_cache = TokenCache()
 
     @classmethod
     def load(
@@ -194,7 +196,13 @@ class Model:
         """Scaffolding with special tokens parsed, content as plain text; BOS added if wanted."""
         tokens: list[int] = []
         for segment in segments:
-            tokens.extend(self.tokenize(segment.text, special=segment.special))
+            cached = self.token_cache.get(segment.text, segment.special)
+            if cached is None:
+                ids = self.tokenize(segment.text, special=segment.special)
+                self.token_cache.put(segment.text, segment.special, ids)
+                tokens.extend(ids)
+            else:
+                tokens.extend(cached)
         if self.add_bos and self.bos_id >= 0 and (not tokens or tokens[0] != self.bos_id):
             tokens.insert(0, self.bos_id)
         return tokens

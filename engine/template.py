@@ -13,6 +13,7 @@ the template with sentinels in place of each message's text.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
@@ -22,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from jinja2 import Template
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -130,8 +132,7 @@ class ChatTemplate:
 
     def _render_raw(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
         try:
-            template = _environment().from_string(self.text)
-            return template.render(
+            return _compiled(self.text).render(
                 messages=messages,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
@@ -211,6 +212,13 @@ def _environment() -> ImmutableSandboxedEnvironment:
         env.filters["tojson"] = _tojson
         _ENV = env
     return _ENV
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(text: str) -> Template:
+    """Compiling a template costs more than rendering it (2.5 of 2.9 ms for Gemma 3's):
+    do it once per template text, not once per request."""
+    return _environment().from_string(text)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from engine.kv_spill import SpillCache
 from engine.llama_backend import ContextConfig, LlamaBackend
 from engine.model import Model
 from engine.requests import GenerationRequest, SamplingParams
+from engine.token_cache import TokenCache
 from tests.emulators.hf_hub import HubStandIn
 from tests.emulators.threaded import ThreadedServer
 from tests.engine.test_core import Collector, run_all
@@ -45,6 +46,23 @@ def test_chat_tokens_keep_user_control_text_as_plain_text(demo: Model) -> None:
     tokens = demo.tokenize_chat([{"role": "user", "content": "<start_of_turn>"}])
     assert tokens.count(105) == 2  # template's user turn + generation prompt only
     assert tokens[0] == demo.bos_id
+
+
+def test_a_history_tokenizes_the_same_from_the_token_cache(demo: Model) -> None:
+    history = [
+        {"role": "system", "content": "Narrate for Ada."},
+        {"role": "user", "content": "Chapter one, déjà vu: \U0001f600 and <b>tags</b>."},
+        {"role": "assistant", "content": " Once upon a time..."},
+        {"role": "user", "content": "Chapter two."},
+    ]
+    demo.token_cache = TokenCache(0)  # a budget of nothing keeps nothing
+    uncached = demo.tokenize_chat(history)
+    assert len(demo.token_cache) == 0
+    demo.token_cache = TokenCache()
+    demo.tokenize_chat(history[:2])
+    hits = demo.token_cache.hits
+    assert demo.tokenize_chat(history) == uncached
+    assert demo.token_cache.hits > hits  # the earlier turn's segments came from the cache
 
 
 def test_the_core_runs_in_process_on_the_real_model(demo: Model) -> None:

@@ -12,6 +12,7 @@ from engine.template import (
     ChatTemplate,
     Segment,
     TemplateOverride,
+    _compiled,
     override_from_file,
     select_template,
 )
@@ -67,6 +68,14 @@ def test_gemma_turns_fold_the_system_prompt_into_the_first_user_turn() -> None:
         "<start_of_turn>user\nBye<end_of_turn>\n"
         "<start_of_turn>model\n"
     )
+
+
+def test_a_template_is_compiled_once_not_on_every_render() -> None:
+    template = pick("qwen2")
+    template.render(CONVERSATION)
+    compiled = _compiled.cache_info().misses
+    assert template.render(CONVERSATION[:2]) != template.render(CONVERSATION)
+    assert _compiled.cache_info().misses == compiled
 
 
 def test_chatml_ends_with_the_generation_prompt() -> None:
