@@ -22,6 +22,10 @@ PLACEHOLDER = "…"
 RESTARTED = "↻ the engine restarted; writing the answer again…"
 DROPPED_NOTE = "\n\n(older messages were left out to fit the model's context)"
 TYPING_EVERY = 4.0  # seconds; platforms show "typing" for about 5 s per call
+# Not at once: the "…" placeholder already shows the bot is on it, the call stays out of the
+# burst of work that starts an answer (bot overhead p99 9.1 → 7.8 ms in two A/B pairs), and
+# an answer done sooner sends none.
+TYPING_AFTER = 1.0  # seconds into the answer
 
 
 def queued_text(position: int) -> str:
@@ -36,9 +40,11 @@ class PlatformReply:
         typing: Callable[[], Awaitable[None]] | None = None,
         before_finish: Callable[[], None] | None = None,
         on_done: Callable[[], Awaitable[None]] | None = None,
+        typing_after: float = TYPING_AFTER,
     ) -> None:
-        """``typing`` shows a typing indicator (repeated until done); ``before_finish`` runs
-        before the final edits (e.g. to drop a Stop button); ``on_done`` after them."""
+        """``typing`` shows a typing indicator (from ``typing_after`` seconds into the answer,
+        repeated until done); ``before_finish`` runs before the final edits (e.g. to drop a
+        Stop button); ``on_done`` after them."""
         self.surface = surface
         self.reply: StreamedReply | None = None
         self.done = asyncio.Event()
@@ -46,6 +52,7 @@ class PlatformReply:
         self._early: list[str] = []  # deltas that arrived while the placeholder was posted
         self._typing = typing
         self._typing_task: asyncio.Task[None] | None = None
+        self._typing_after = typing_after
         self._began = False  # a worker has taken the request
         self._before_finish = before_finish
         self._on_done = on_done
@@ -90,7 +97,7 @@ class PlatformReply:
             await self.reply.set_status(queued_text(position))
 
     async def started(self) -> None:
-        """The answer is being written: drop the queue position, show "typing" until done.
+        """The answer is being written: drop the queue position, soon show "typing" until done.
         (Not while queued: a thousand queued replies would send a thousand typing calls
         every few seconds for nothing.)"""
         self._began = True
@@ -132,6 +139,7 @@ class PlatformReply:
             self.done.set()
 
     async def _keep_typing(self, typing: Callable[[], Awaitable[None]]) -> None:
+        await asyncio.sleep(self._typing_after)
         while True:
             try:
                 await typing()

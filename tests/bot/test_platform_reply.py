@@ -69,7 +69,7 @@ async def test_a_queued_reply_types_only_once_a_worker_takes_it() -> None:
     async def typing() -> None:
         typed.append(1)
 
-    reply = PlatformReply(surface, typing=typing)
+    reply = PlatformReply(surface, typing=typing, typing_after=0)
     await reply.accepted(4)
     await asyncio.sleep(0.05)
     assert typed == []  # waiting in the queue: no "typing…" for nothing
@@ -80,6 +80,26 @@ async def test_a_queued_reply_types_only_once_a_worker_takes_it() -> None:
     reply.delta("Hi")
     await reply.finished(Outcome("done", "Hi"))
     assert surface.messages["1"][-1] == "Hi"
+
+
+async def test_an_answer_done_before_typing_would_start_sends_no_typing() -> None:
+    surface = Surface()
+    typed: list[int] = []
+
+    async def typing() -> None:
+        typed.append(1)
+
+    quick = PlatformReply(surface, typing=typing, typing_after=0.2)
+    await quick.accepted(None)
+    quick.delta("Hi")
+    await quick.finished(Outcome("done", "Hi"))
+    slow = PlatformReply(surface, typing=typing, typing_after=0.2)
+    await slow.accepted(None)
+    await asyncio.sleep(0.1)
+    assert typed == []  # the placeholder alone shows the bot is on it
+    await asyncio.sleep(0.2)
+    assert typed == [1]  # still writing: now it types
+    await slow.finished(Outcome("done", ""))
 
 
 async def test_hooks_wrap_the_final_edit_and_typing_stops() -> None:
@@ -94,10 +114,11 @@ async def test_hooks_wrap_the_final_edit_and_typing_stops() -> None:
 
     reply = PlatformReply(
         surface, typing=typing, before_finish=lambda: surface.events.append("finishing"),
-        on_done=done,
+        on_done=done, typing_after=0,
     )  # fmt: skip
     await reply.accepted(None)
     reply.delta("partial")
+    await asyncio.sleep(0.01)  # typing has begun
     await reply.finished(Outcome("stopped", "partial"))
     assert surface.events[-3:] == ["finishing", "edit partial\n\n⏹ stopped", "done"]
     count = len(typed)
