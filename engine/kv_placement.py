@@ -64,8 +64,7 @@ class KvPlacement:
             if not self._free_cells_for(needed, reserved, keep=slot, freed=freed):
                 return None
         if spilled is not None and key is not None:
-            self._spill_idle_below(slot, wanted)
-            if not self._restore(slot, key):
+            if not self._restore(slot, key, wanted):
                 reuse = 0
         else:
             if slot.cache_key != key:
@@ -167,10 +166,12 @@ class KvPlacement:
             return None
         return spilled
 
-    def _restore(self, slot: Slot, key: str) -> bool:
-        """Copy ``key``'s spilled KV into ``slot`` (spilling what the slot held first)."""
-        self.evict(slot)
+    def _restore(self, slot: Slot, key: str, wanted: Collection[str]) -> bool:
+        """Copy ``key``'s spilled KV into ``slot``, spilling what the slot and the idle ones
+        held first (taken out before them, so making room for them cannot drop it)."""
         spilled = self.spill.take(key)
+        self._spill_idle_below(slot, wanted)
+        self.evict(slot)
         if spilled is not None:
             restored = self.backend.restore(slot.seq, spilled.data)
             self.spill.recycle(spilled.data)  # its pages take the next spill

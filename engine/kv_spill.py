@@ -86,7 +86,12 @@ class SpillCache:
         return True
 
     def peek(self, key: str | None) -> Spilled | None:
-        return self._entries.get(key) if key is not None else None
+        """``key``'s entry, now the most recently used: the conversation is back, so making
+        room for the spills its placement causes drops older ones first."""
+        if key is None or key not in self._entries:
+            return None
+        self._entries.move_to_end(key)
+        return self._entries[key]
 
     def take(self, key: str) -> Spilled | None:
         """Remove and return ``key``'s entry: once restored, the KV cache is its home again."""

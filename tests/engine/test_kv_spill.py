@@ -31,6 +31,15 @@ def test_spill_cache_evicts_least_recently_spilled_within_its_budget() -> None:
     assert not SpillCache(0).enabled
 
 
+def test_a_conversation_looked_up_to_come_back_is_the_last_one_dropped() -> None:
+    cache = SpillCache(8)
+    cache.put("a", (1,), mmap.mmap(-1, 4))
+    cache.put("b", (2,), mmap.mmap(-1, 4))
+    assert cache.peek("a") is not None  # a's next turn is being placed
+    cache.put("c", (3,), mmap.mmap(-1, 4))  # spilled to make room for it
+    assert "a" in cache and "b" not in cache
+
+
 def test_an_evicted_conversation_is_restored_from_ram_not_recomputed() -> None:
     backend = FakeBackend(n_seq=1)
     core = EngineCore(backend, spill=SpillCache(1 << 20))
@@ -258,6 +267,19 @@ def test_a_restore_first_spills_the_idle_sequences_it_would_land_above() -> None
     run_all(core)
     assert back.finished.usage.cached_tokens == 4  # restored from RAM
     assert backend.held_at_restore == [set()]  # c, idle, had left before a came back
+
+
+def test_spilling_the_idle_sequences_before_a_restore_cannot_drop_what_is_restored() -> None:
+    backend = FakeBackend(n_seq=2, n_ctx_seq=32, unified=True)
+    core = EngineCore(backend, spill=SpillCache(30))  # bytes: room for one conversation
+    for key in ("a", "b"):  # b runs while a idles: a is spilled; b stays idle
+        core.submit(request([10, 11, 12, 13], Collector(), key=key, max_tokens=2))
+        run_all(core)
+    back = Collector()
+    core.submit(request([10, 11, 12, 13, 14, 20], back, key="a", max_tokens=1))
+    run_all(core)
+    assert back.finished.usage.cached_tokens == 5  # restored, though b's spill took the room
+    assert "b" in core.spill and backend.restores == 1
 
 
 def test_a_restore_keeps_the_idle_slot_of_a_conversation_already_waiting() -> None:
