@@ -40,7 +40,9 @@ def chat_parser(prog: str = "parley chat") -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, help="nucleus sampling threshold")
     p.add_argument("--seed", type=int, help="random seed, for repeatable answers")
     p.add_argument("--repeat-penalty", type=float, help="penalty for repeated tokens (1 = off)")
-    p.add_argument("--repeat-last-n", type=int, help="how many recent tokens the penalty sees")
+    p.add_argument(
+        "--repeat-last-n", type=int, help="how many recent tokens the penalty sees (-1: all)"
+    )
     return p
 
 

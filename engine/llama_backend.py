@@ -79,12 +79,15 @@ class LlamaSampler:
             or params.frequency_penalty != 0.0
             or params.presence_penalty != 0.0
         )
-        if penalize and params.repeat_last_n != 0:
+        # -1 means the whole context (llama.cpp's CLI and Parley's settings say so), but the
+        # sampler itself clamps a negative window to 0: penalties would silently be off.
+        window = backend.n_ctx_seq if params.repeat_last_n < 0 else params.repeat_last_n
+        if penalize and window != 0:
             ll.llama_sampler_chain_add(
                 chain,
                 ll.llama_sampler_init_penalties(
                     backend.n_vocab,
-                    params.repeat_last_n,
+                    window,
                     params.repeat_penalty,
                     params.frequency_penalty,
                     params.presence_penalty,

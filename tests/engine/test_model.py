@@ -86,6 +86,28 @@ def test_the_core_runs_in_process_on_the_real_model(demo: Model) -> None:
         backend.close()
 
 
+def test_a_repeat_window_of_minus_one_penalizes_the_whole_context(demo: Model) -> None:
+    backend = LlamaBackend(demo, ContextConfig(n_ctx=256, parallel=1, threads=2))
+    core = EngineCore(backend)
+    prompt = demo.tokenize_chat([{"role": "user", "content": "Say 'ha' twenty times."}])
+
+    def answer(window: int) -> str:
+        out = Collector()
+        params = SamplingParams(
+            max_tokens=24, temperature=0, repeat_penalty=1.8, repeat_last_n=window
+        )
+        core.submit(GenerationRequest(prompt=prompt, params=params, sink=out))
+        run_all(core)
+        return out.text
+
+    try:
+        whole = answer(-1)
+        assert whole == answer(256)  # the context is 256 tokens
+        assert whole != answer(0)  # with no window there is no penalty
+    finally:
+        backend.close()
+
+
 def test_spilled_kv_restores_on_the_real_model_and_answers_exactly_as_recomputing(
     demo: Model,
 ) -> None:
