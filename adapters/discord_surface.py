@@ -9,6 +9,7 @@ reply controller waits and sends the newest text); discord.py retries the ones t
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -32,12 +33,18 @@ OnStop = Callable[[discord.Interaction], Awaitable[None]]
 
 
 class StopView(discord.ui.View):
-    """One Stop button; only the person who asked may press it."""
+    """One Stop button; only the person who asked may press it.
 
-    def __init__(self, owner_id: int, on_stop: OnStop) -> None:
+    Every edit sends a new view, and discord.py routes a press by custom_id to the view it
+    stored at the last edit's *response*. So one reply keeps one ``custom_id``: a press of the
+    button an edit just showed, before its response is in, reaches the previous view.
+    """
+
+    def __init__(self, owner_id: int, on_stop: OnStop, custom_id: str) -> None:
         super().__init__(timeout=None)
         self.owner_id = owner_id
         self.on_stop = on_stop
+        self.stop_button.custom_id = custom_id
 
     @discord.ui.button(label="Stop", emoji="⏹", style=discord.ButtonStyle.secondary)
     async def stop_button(
@@ -85,13 +92,14 @@ class _Surface:
         self.owner_id = owner_id
         self.on_stop = on_stop
         self.finishing = False
+        self.stop_id = f"parley-stop:{secrets.token_hex(8)}"
 
     def finish(self) -> None:
         """The final edits go out without the Stop button."""
         self.finishing = True
 
     def _view(self) -> StopView | None:
-        return None if self.finishing else StopView(self.owner_id, self.on_stop)
+        return None if self.finishing else StopView(self.owner_id, self.on_stop, self.stop_id)
 
 
 class MessageSurface(_Surface):
