@@ -36,8 +36,13 @@ COPY engine/ engine/
 COPY adapters/ adapters/
 COPY migrations/ migrations/
 # The pip cache keeps the compiled llama-cpp-python wheel (~10 min on 2 cores) across builds.
+# On x86-64, llama.cpp's AMX kernels are left out as the Makefile does: with GGML_NATIVE=ON
+# on a CPU that reports AMX they crash on the first decode (ggml-org/llama.cpp#20824).
+ARG NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 RUN --mount=type=cache,target=/root/.cache/pip \
-    CMAKE_ARGS="${CMAKE_ARGS}" pip wheel --wheel-dir /wheels ".${EXTRAS:+[${EXTRAS}]}"
+    flags=""; if [ "$(uname -m)" = x86_64 ]; then flags="${NO_AMX}"; fi; \
+    CFLAGS="${flags}" CXXFLAGS="${flags}" CMAKE_ARGS="${CMAKE_ARGS}" \
+        pip wheel --wheel-dir /wheels ".${EXTRAS:+[${EXTRAS}]}"
 
 # ---- runtime: the wheels only, no compiler ----------------------------------------------
 FROM python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE} AS runtime

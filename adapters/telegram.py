@@ -24,7 +24,7 @@ from telegram.ext import (
 
 from adapters.telegram_http import AiohttpRequest
 from adapters.telegram_surface import STOP_PREFIX, ChatPacer, TelegramSurface
-from bot.errors import ParleyError
+from bot.errors import ConfigError, ParleyError
 from bot.incoming import NOT_UNICODE, Incoming, is_valid_unicode
 from bot.platform_reply import PlatformReply
 from bot.service import ChatService
@@ -92,7 +92,7 @@ class TelegramAdapter:
             await self.application.initialize()
         except InvalidToken as exc:
             await self.application.bot.shutdown()
-            raise ParleyError("Telegram rejected TELEGRAM_TOKEN; check it with @BotFather") from exc
+            raise ConfigError("Telegram rejected TELEGRAM_TOKEN; check it with @BotFather") from exc
         except NetworkError as exc:
             await self.application.bot.shutdown()
             where = self.settings.telegram_api_base_url

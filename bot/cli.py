@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import stat
 import sys
 from collections.abc import Sequence
 
 from bot import log_context, redact
-from bot.errors import ParleyError
+from bot.errors import EX_CONFIG, ConfigError, ParleyError
 
 USAGE = """usage: parley COMMAND [ARGS...]
 
@@ -66,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_chat_or_run(command, options))
         except ParleyError as exc:
             print(f"parley: {redact.redact(str(exc))}", file=sys.stderr)
-            return 1
+            return EX_CONFIG if isinstance(exc, ConfigError) else 1
     print(f"parley: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
     return 2
 
@@ -98,8 +100,10 @@ async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
     redact.install(redact.settings_secrets(settings))  # every root handler, masked
     platforms = command == "run" and bool(settings.platform_tokens)
     if command == "run" and not platforms:
+        if _no_input():  # a service or container without a token: nothing would ever happen
+            raise ConfigError(NOTHING_TO_RUN)
         print("No DISCORD_TOKEN or TELEGRAM_TOKEN set: opening the terminal chat.", flush=True)
-        if not sys.stdin.isatty():  # e.g. a container or service: say why it will just end
+        if not sys.stdin.isatty():  # piped: say why it will end with the input
             print("(Input is not a terminal: the chat ends with it. Set a platform token to "
                   "run the bots.)", flush=True)  # fmt: skip
     overrides = SessionOverrides(
@@ -113,6 +117,21 @@ async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
         # an earlier terminal session's unfinished answer cannot be shown again: close it
         await resume_jobs(service, CONSOLE, lambda *_: None, settings.resume_max_age)
         return await Console(service, app.model_name).run()
+
+
+NOTHING_TO_RUN = (
+    "nothing to run: set TELEGRAM_TOKEN or DISCORD_TOKEN (in .env or the environment) for "
+    "the bots; the terminal chat needs a terminal or piped input (parley chat)"
+)
+
+
+def _no_input() -> bool:
+    """Whether stdin is closed or /dev/null (a service's or container's), so no chat can begin."""
+    try:
+        here, null = os.fstat(sys.stdin.fileno()), os.stat(os.devnull)
+    except (AttributeError, OSError, ValueError):  # no stdin at all
+        return True
+    return stat.S_ISCHR(here.st_mode) and here.st_rdev == null.st_rdev
 
 
 if __name__ == "__main__":

@@ -8,7 +8,14 @@ class ParleyError(Exception):
 
 
 class ConfigError(ParleyError):
-    """Invalid settings; one line per problem."""
+    """Invalid settings, a rejected token, nothing to run: only the operator can fix it.
+
+    ``parley run`` ends with ``EX_CONFIG`` for it, so a service manager can tell "fix the
+    configuration" from "crashed, try again" (the systemd unit does not restart on it).
+    """
+
+
+EX_CONFIG = 78  # sysexits.h: configuration error
 
 
 class EngineUnavailable(ParleyError):

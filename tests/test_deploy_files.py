@@ -22,6 +22,7 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
+from bot.errors import EX_CONFIG
 from bot.metrics import create_metrics_app
 from bot.settings import Settings
 
@@ -189,6 +190,10 @@ def dockerfile_problems(text: str, python_of: Callable[[str], str | None]) -> Pr
         problems.append("the builder does not install cmake and a C/C++ compiler")
     if "pip wheel" not in builder_text:
         problems.append("the builder does not build wheels (pip wheel)")
+    if not all(flag in builder_text for flag in makefile_no_amx_flags()) or not re.search(
+        r"\bCXXFLAGS=", builder_text
+    ):
+        problems.append("the builder keeps the AMX kernels the Makefile leaves out")
     if re.search(r"\b(build-essential|cmake|gcc|g\+\+)\b", runtime_text):
         problems.append("the runtime stage installs build tools")
     if "--no-index" not in runtime_text or "/wheels" not in runtime_text:
@@ -240,6 +245,14 @@ def debian_python(image: str) -> str | None:
 def ubuntu_python(image: str) -> str | None:
     match = re.fullmatch(r"nvidia/cuda:[\d.]+-(?:devel|runtime)-ubuntu([\d.]+)", image)
     return UBUNTU_PYTHON.get(match.group(1)) if match else None
+
+
+def makefile_no_amx_flags() -> list[str]:
+    """The -mno-amx-* flags the Makefile compiles llama.cpp with on x86-64."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    flags = re.findall(r"-mno-amx-[a-z0-9]+", makefile)
+    assert flags, "the Makefile no longer leaves out AMX: update this check"
+    return flags
 
 
 def cuda_dockerfile_problems(text: str) -> Problems:
@@ -372,6 +385,8 @@ def unit_problems(text: str) -> Problems:
     ):
         if last.get(key) != wanted:
             problems.append(f"{key} is {last.get(key)!r}, expected {wanted}")
+    if str(EX_CONFIG) not in last.get("RestartPreventExitStatus", "").split():
+        problems.append(f"a configuration error (exit {EX_CONFIG}) is restarted forever")
     if seconds(last.get("TimeoutStopSec", "90")) <= stop_budget():
         problems.append(f"TimeoutStopSec is not above the bot's {stop_budget():g} s stop")
     return problems
@@ -410,6 +425,9 @@ BREAKAGES = [
     ("Dockerfile", "EXPOSE 9464", "EXPOSE 8080"),
     ("Dockerfile", "STOPSIGNAL SIGTERM", "STOPSIGNAL SIGKILL"),
     ("Dockerfile", "build-essential cmake", "build-essential"),
+    ("Dockerfile", '-mno-amx-int8 -mno-amx-bf16"', '-mno-amx-int8"'),
+    ("Dockerfile", 'CXXFLAGS="${flags}" ', ""),
+    ("Dockerfile.cuda", 'CFLAGS="${flags}" CXXFLAGS="${flags}" ', ""),
     ("Dockerfile", "libgomp1 tini", "libgomp1 tini cmake"),
     ("Dockerfile", "--no-index --find-links=/wheels", "--find-links=/wheels"),
     ("Dockerfile.cuda", "-DGGML_CUDA=on -DGGML_NATIVE", "-DGGML_NATIVE"),
@@ -437,6 +455,7 @@ BREAKAGES = [
     ("contrib/parley.service", "\nKillMode=mixed", "\nKillMode=control-group"),
     ("contrib/parley.service", "TimeoutStopSec=60", "TimeoutStopSec=20s"),
     ("contrib/parley.service", "Restart=on-failure", "Restart=no"),
+    ("contrib/parley.service", "RestartPreventExitStatus=78", "RestartPreventExitStatus=1"),
     ("contrib/parley.service", "ProtectSystem=strict", "ProtectSystem=full"),
     ("contrib/parley.service", "NoNewPrivileges=yes", "NoNewPrivileges=no"),
     ("contrib/parley.service", "EnvironmentFile=-", "EnvironmentFile="),

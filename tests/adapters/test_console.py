@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.errors import EX_CONFIG
 from tests.engine_process import ROOT
 
 pytestmark = pytest.mark.model
@@ -97,10 +98,28 @@ def test_run_without_platform_tokens_says_so_and_opens_the_terminal_chat(tmp_pat
     assert len(stats(result.stdout)) == 1
 
 
+def test_a_service_run_without_tokens_fails_at_once_as_a_configuration_error(
+    tmp_path: Path,
+) -> None:
+    # a container's or systemd's stdin is /dev/null: the chat could never begin, so say why and
+    # end with EX_CONFIG (which the unit does not restart) instead of loading the model for
+    # nothing and exiting 0 into a restart loop
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "run"], stdin=subprocess.DEVNULL, capture_output=True,
+        text=True, cwd=tmp_path, timeout=60, env=base_env(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == EX_CONFIG == 78
+    assert result.stderr.startswith("parley: nothing to run: set TELEGRAM_TOKEN or DISCORD_TOKEN")
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+    assert time.monotonic() - started < 20  # no model was loaded
+    assert not (tmp_path / "engine.log").exists()
+
+
 def test_invalid_settings_fail_with_one_line_each(tmp_path: Path) -> None:
     result = parley("chat", stdin="", tmp_path=tmp_path,
                     env={"MAX_PENDING_PER_USER": "0", "TELEGRAM_ALLOWED_USERS": "bob"})  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == EX_CONFIG
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2 and "Traceback" not in result.stderr
     assert any("MAX_PENDING_PER_USER" in line for line in lines)

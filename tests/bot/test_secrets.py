@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from bot.errors import EX_CONFIG
 from bot.redact import MASK, Redactor, environment_secrets, settings_secrets
 from bot.settings import load_settings
 from engine.cli import SecretFilter
@@ -207,7 +208,7 @@ async def test_rejected_tokens_are_one_clear_line_and_never_shown(tmp_path: Path
     ):
         env = {**bot_env(tmp_path, telegram, discord), "ENGINE_URLS": engine_url}
         code, out = await parley(tmp_path, {**env, "TELEGRAM_TOKEN": BAD_TELEGRAM}, "run")
-        assert code == 1
+        assert code == EX_CONFIG  # fix the token: a service manager must not just retry
         assert printed_error(out).startswith("parley: Telegram rejected TELEGRAM_TOKEN")
         assert_clean("a run with a rejected Telegram token", out)
         assert "DEBUG telegram" in out and "/bot***/getMe" in out  # debug logs, masked
@@ -215,7 +216,7 @@ async def test_rejected_tokens_are_one_clear_line_and_never_shown(tmp_path: Path
         code, out = await parley(
             tmp_path, {**without_telegram, "DISCORD_TOKEN": BAD_DISCORD}, "run"
         )
-        assert code == 1
+        assert code == EX_CONFIG
         assert printed_error(out).startswith("parley: Discord rejected DISCORD_TOKEN")
         assert "DEBUG discord" in out
         assert_clean("a run with a rejected Discord token", out)
