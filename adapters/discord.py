@@ -16,7 +16,7 @@ import yarl
 from discord import app_commands
 
 from adapters.discord_surface import InteractionSurface, MessageSurface
-from bot.errors import ParleyError
+from bot.errors import ConfigError, ParleyError
 from bot.incoming import NOT_UNICODE, Incoming, is_valid_unicode
 from bot.model_catalog import offered_models
 from bot.platform_reply import PlatformReply
@@ -61,17 +61,19 @@ class DiscordAdapter:
     def resume_reply(
         self, chat_id: str, user_id: str, source_ref: str | None, reply_ref: str | None
     ) -> PlatformReply | None:
-        """The reply to DM or mention ``source_ref`` an earlier run was writing, in its
-        placeholder ``reply_ref``. A /chat answer cannot be edited again (its interaction
-        token died with that process): it is posted afresh in the channel."""
+        """The reply an earlier run was writing, continued in its placeholder ``reply_ref``:
+        to the DM or mention ``source_ref``, or (no ``source_ref``) a /chat answer, whose
+        interaction token died with that process. That one is edited as a plain channel
+        message, and posted afresh, mentioning the user, if it cannot be (gone, or never
+        shown)."""
         channel = self.client.get_partial_messageable(int(chat_id))
-        if source_ref is None:
-            fresh = MessageSurface(None, self._stop_pressed, owner_id=int(user_id), channel=channel)
-            return self._reply(fresh, int(chat_id))
+        if reply_ref is not None and not reply_ref.isdigit():
+            reply_ref = None  # an earlier version's "@original": no id to edit
         placeholder = channel.get_partial_message(int(reply_ref)) if reply_ref else None
+        asked = channel.get_partial_message(int(source_ref)) if source_ref else None
         surface = MessageSurface(
-            channel.get_partial_message(int(source_ref)), self._stop_pressed,
-            owner_id=int(user_id), placeholder=placeholder,
+            asked, self._stop_pressed, owner_id=int(user_id), placeholder=placeholder,
+            channel=channel,
         )  # fmt: skip
         reply = self._reply(surface, int(chat_id))
         if reply_ref is not None:
@@ -85,7 +87,7 @@ class DiscordAdapter:
             await self.client.login(self.settings.discord_token.get_secret_value())
         except discord.LoginFailure as exc:
             await self.client.close()
-            raise ParleyError(
+            raise ConfigError(
                 "Discord rejected DISCORD_TOKEN; check it in the developer portal"
             ) from exc
         self._connection = asyncio.create_task(self.client.connect(reconnect=True))

@@ -25,7 +25,6 @@ LIMIT = 2000
 EDIT_INTERVAL = 1.0  # Discord allows 5 edits per 5 s per message
 TOKEN_LIFETIME = 15 * 60.0  # an interaction token can edit its messages for 15 minutes
 TOKEN_MARGIN = 60.0
-ORIGINAL = "@original"
 STOP_ID = "parley:stop"
 
 T = TypeVar("T")
@@ -125,8 +124,11 @@ class MessageSurface(_Surface):
         self.message = message
         self.channel = channel or (message.channel if message is not None else None)
         self.sent: dict[str, discord.Message | discord.PartialMessage] = {}
+        self.resumed: str | None = None  # the earlier run's placeholder, until edited once
+        self.moved: dict[str, str] = {}  # a placeholder that could not be edited -> its stand-in
         if placeholder is not None:
-            self.sent[str(placeholder.id)] = placeholder
+            self.resumed = str(placeholder.id)
+            self.sent[self.resumed] = placeholder
 
     async def send(self, text: str) -> str:
         view = self._view() or discord.utils.MISSING
@@ -143,9 +145,22 @@ class MessageSurface(_Surface):
         return str(posted.id)
 
     async def edit(self, message_id: str, text: str) -> None:
-        self.sent[message_id] = await _call(
-            self.sent[message_id].edit(content=text, view=self._view())
-        )
+        message_id = self.moved.get(message_id, message_id)
+        try:
+            self.sent[message_id] = await _call(
+                self.sent[message_id].edit(content=text, view=self._view())
+            )
+        except (discord.NotFound, discord.Forbidden) as exc:
+            if message_id != self.resumed:
+                raise
+            # deleted, or not the bot's to edit outside its interaction: answer afresh
+            log.info("the earlier run's reply %s cannot be edited (%s): posting anew",
+                     message_id, exc)  # fmt: skip
+            del self.sent[message_id]
+            self.moved[message_id] = await self.send(text)
+        else:
+            if message_id == self.resumed:
+                self.resumed = None  # edited once: from here on it is an ordinary message
 
 
 class InteractionSurface(_Surface):
@@ -165,9 +180,11 @@ class InteractionSurface(_Surface):
         self.interaction = interaction
         self.clock = clock
         self.started = clock()
-        self.used_original = False
+        # the deferred response's message id, once shown: stored as the reply's reference,
+        # so a later run of the bot can finish the answer in it (``MessageSurface``)
+        self.original_id: str | None = None
         self.redirects: dict[str, discord.Message] = {}  # webhook message -> channel message
-        self.followups: list[int] = []
+        self.followups: list[str] = []
 
     def _expiring(self) -> bool:
         return self.clock() - self.started > TOKEN_LIFETIME - TOKEN_MARGIN
@@ -176,20 +193,20 @@ class InteractionSurface(_Surface):
         view = self._view() or discord.utils.MISSING
         if self._expiring():
             return str((await self._channel_send(text)).id)
-        if not self.used_original:
-            await _call(self.interaction.edit_original_response(content=text, view=view))
-            self.used_original = True
-            return ORIGINAL
-        await self._drop_button(self.followups[-1] if self.followups else ORIGINAL)
+        if self.original_id is None:
+            shown = await _call(self.interaction.edit_original_response(content=text, view=view))
+            self.original_id = str(shown.id)
+            return self.original_id
+        await self._drop_button(self.followups[-1] if self.followups else self.original_id)
         message = await _call(self.interaction.followup.send(text, view=view, wait=True))
-        self.followups.append(message.id)
+        self.followups.append(str(message.id))
         return str(message.id)
 
     async def edit(self, message_id: str, text: str) -> None:
         view = self._view()
         if message_id in self.redirects or self._expiring():
             await self._edit_redirected(message_id, text)
-        elif message_id == ORIGINAL:
+        elif message_id == self.original_id:
             await _call(self.interaction.edit_original_response(content=text, view=view))
         else:
             await _call(
@@ -212,9 +229,9 @@ class InteractionSurface(_Surface):
             raise RuntimeError("this interaction has no channel to continue in")
         return await _call(channel.send(text, view=self._view() or discord.utils.MISSING))
 
-    async def _drop_button(self, message_id: int | str) -> None:
+    async def _drop_button(self, message_id: str) -> None:
         try:
-            if message_id == ORIGINAL:
+            if message_id == self.original_id:
                 await _call(self.interaction.edit_original_response(view=None))
             else:
                 await _call(self.interaction.followup.edit_message(int(message_id), view=None))

@@ -76,29 +76,29 @@ async def test_a_killed_bot_finishes_every_dm_answer_in_the_same_message(
             assert folded(replies[0].content) in stored
 
 
-async def test_a_chat_command_answer_cut_by_a_kill_is_posted_afresh_to_its_user(
+async def test_a_chat_command_answer_cut_by_a_kill_is_finished_in_its_own_message(
     engine: EngineProcess, tmp_path: Path
 ) -> None:
-    """A /chat reply cannot be edited after a restart (its interaction token is gone): the
-    answer comes as a new message in that channel, mentioning the user."""
+    """The /chat interaction token dies with the bot, but its response is the bot's own
+    message: the next run edits it as a channel message, Stop button gone. If the user deleted
+    it meanwhile, the answer comes as a new message in that channel, mentioning them."""
     async with DiscordEmulator() as emu:
         env = _env(emu, engine, tmp_path)
-        bot = await start_bot(env, tmp_path, "Discord")
+        long_answers = {**env, "MAX_TOKENS": "400"}  # both still being written at the kill
+        bot = await start_bot(long_answers, tmp_path, "Discord")
         try:
             runs = [
                 await emu.run_slash_command("chat", {"prompt": "The sea"}, user_id=user)
                 for user in USERS[:2]
             ]
-            await emu.wait_for(
-                lambda: any("▌" in m.content for m in emu.bot_messages()) or None, 60
-            )
+            await emu.wait_for(lambda: all(
+                r.original_id and "▌" in emu.messages[r.original_id].content for r in runs
+            ) or None, 60)  # fmt: skip
         finally:
             await kill_bot(bot)
-        unfinished = {
-            user for user, run in zip(USERS, runs, strict=False)
-            if not (run.original_id and _final(emu.messages[run.original_id]))
-        }  # fmt: skip
-        assert unfinished
+        kept, deleted = (emu.messages[r.original_id or 0] for r in runs)
+        assert not _final(kept) and not _final(deleted)
+        deleted.deleted = True  # the second user deleted the half-written answer
         bot = await start_bot(env, tmp_path, "Discord")
 
         def fresh(user: int) -> MessageRecord | None:
@@ -108,10 +108,15 @@ async def test_a_chat_command_answer_cut_by_a_kill_is_posted_afresh_to_its_user(
             return None
 
         try:
-            for user in unfinished:
-                answer = await emu.wait_for(lambda u=user: fresh(u), 120)  # type: ignore[misc]
-                assert answer is not None and len(answer.content) > 20
+            await emu.wait_for(lambda: _final(kept) or None, 120)
+            again = await emu.wait_for(lambda: fresh(USERS[1]), 120)
         finally:
             assert await stop_bot(bot) == 0
+        assert fresh(USERS[0]) is None  # finished in place: nothing posted twice
+        assert again is not None and len(again.content) > 20
         with sqlite3.connect(tmp_path / "parley.db") as db:
             assert {row[0] for row in db.execute("SELECT status FROM jobs")} == {"done"}
+            rows = db.execute("SELECT content FROM messages WHERE role = 'assistant'")
+            stored = [folded(row[0]) for row in rows]
+        assert folded(kept.content) in stored
+        assert folded(again.content.removeprefix(f"<@{USERS[1]}> ")) in stored

@@ -790,6 +790,8 @@ class DiscordEmulator:
         record = self.messages.get(int(call.params["message"]))
         if record is None or record.channel_id != channel.id or record.deleted:
             raise ApiError(*UNKNOWN_MESSAGE)
+        if record.ephemeral:  # only its interaction's webhook can reach it
+            raise ApiError(*UNKNOWN_MESSAGE)
         return await self._message_method(call, record)
 
     async def _message_method(self, call: _Call, record: MessageRecord) -> web.StreamResponse:
