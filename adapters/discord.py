@@ -15,7 +15,12 @@ import discord
 import yarl
 from discord import app_commands
 
-from adapters.discord_surface import InteractionSurface, MessageSurface
+from adapters.discord_surface import (
+    TOKEN_LIFETIME,
+    TOKEN_MARGIN,
+    InteractionSurface,
+    MessageSurface,
+)
 from bot.errors import ConfigError, ParleyError
 from bot.incoming import NOT_UNICODE, Incoming, is_valid_unicode
 from bot.model_catalog import offered_models
@@ -54,6 +59,8 @@ class DiscordAdapter:
         self.client = discord.Client(intents=intents)
         self.tree = app_commands.CommandTree(self.client)
         self._connection: asyncio.Task[None] | None = None
+        # how long a /chat reply edits through its interaction token before the channel
+        self.interaction_token_life = TOKEN_LIFETIME - TOKEN_MARGIN
         self._register()
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -169,7 +176,9 @@ class DiscordAdapter:
             await interaction.response.send_message(refusal, ephemeral=True)
             return
         await interaction.response.defer(thinking=True)
-        surface = InteractionSurface(interaction, self._stop_pressed)
+        surface = InteractionSurface(
+            interaction, self._stop_pressed, token_life=self.interaction_token_life
+        )
         await self.service.handle(self._incoming(interaction.user, interaction.channel_id,
                                                  prompt, surface))  # fmt: skip
 

@@ -166,8 +166,11 @@ class MessageSurface(_Surface):
 class InteractionSurface(_Surface):
     """A slash command's answer: the deferred original response, then follow-ups.
 
-    An interaction token expires after 15 minutes; a reply still running after 14 continues
-    in ordinary channel messages, so long answers never end in a failed edit.
+    The interaction's token edits them for 15 minutes. A reply still running after 14 (a long
+    answer, or one queued behind many) goes on as the bot's own channel messages: its
+    response and follow-ups are edited through the channel, as Discord allows for
+    non-ephemeral interaction messages, and new parts are sent there. A message the channel
+    refuses (a DM the bot cannot reach this way) continues in a new one.
     """
 
     def __init__(
@@ -175,65 +178,79 @@ class InteractionSurface(_Surface):
         interaction: discord.Interaction,
         on_stop: OnStop,
         clock: Callable[[], float] = time.monotonic,
+        token_life: float = TOKEN_LIFETIME - TOKEN_MARGIN,
     ) -> None:
         super().__init__(interaction.user.id, on_stop)
         self.interaction = interaction
         self.clock = clock
         self.started = clock()
+        self.token_life = token_life  # seconds: after this, the channel instead of the token
         # the deferred response's message id, once shown: stored as the reply's reference,
         # so a later run of the bot can finish the answer in it (``MessageSurface``)
         self.original_id: str | None = None
-        self.redirects: dict[str, discord.Message] = {}  # webhook message -> channel message
-        self.followups: list[str] = []
+        self.last_id: str | None = None  # the newest part, the one with the Stop button
+        self.stand_ins: dict[str, str] = {}  # a message the channel refused -> its successor
 
     def _expiring(self) -> bool:
-        return self.clock() - self.started > TOKEN_LIFETIME - TOKEN_MARGIN
+        return self.clock() - self.started > self.token_life
 
     async def send(self, text: str) -> str:
         view = self._view() or discord.utils.MISSING
+        if self.last_id is not None:
+            await self._drop_button(self.last_id)  # earlier parts are final
         if self._expiring():
-            return str((await self._channel_send(text)).id)
-        if self.original_id is None:
+            sent = str((await _call(self._channel().send(text, view=view))).id)
+        elif self.original_id is None:
             shown = await _call(self.interaction.edit_original_response(content=text, view=view))
-            self.original_id = str(shown.id)
-            return self.original_id
-        await self._drop_button(self.followups[-1] if self.followups else self.original_id)
-        message = await _call(self.interaction.followup.send(text, view=view, wait=True))
-        self.followups.append(str(message.id))
-        return str(message.id)
+            sent = self.original_id = str(shown.id)
+        else:
+            message = await _call(self.interaction.followup.send(text, view=view, wait=True))
+            sent = str(message.id)
+        self.last_id = sent
+        return sent
 
     async def edit(self, message_id: str, text: str) -> None:
         view = self._view()
-        if message_id in self.redirects or self._expiring():
-            await self._edit_redirected(message_id, text)
-        elif message_id == self.original_id:
+        target = self.stand_ins.get(message_id, message_id)
+        if self._expiring():
+            await self._edit_in_channel(target, text, view)
+        elif target == self.original_id:
             await _call(self.interaction.edit_original_response(content=text, view=view))
         else:
-            await _call(
-                self.interaction.followup.edit_message(int(message_id), content=text, view=view)
-            )
+            followup = self.interaction.followup
+            await _call(followup.edit_message(int(target), content=text, view=view))
 
-    async def _edit_redirected(self, message_id: str, text: str) -> None:
-        """Past the token's life: the rest of this message lives in a channel message."""
-        channel_message = self.redirects.get(message_id)
-        if channel_message is None:
-            self.redirects[message_id] = await self._channel_send(text)
-            return
-        self.redirects[message_id] = await _call(
-            channel_message.edit(content=text, view=self._view())
+    async def _edit_in_channel(self, message_id: str, text: str, view: StopView | None) -> None:
+        channel = self._channel()
+        try:
+            await _call(channel.get_partial_message(int(message_id)).edit(content=text, view=view))
+        except (discord.NotFound, discord.Forbidden) as exc:
+            if message_id in self.stand_ins.values():
+                raise
+            log.info("reply %s cannot be edited past its interaction token (%s); continuing "
+                     "in a new message", message_id, exc)  # fmt: skip
+            stand_in = str((await _call(channel.send(text, view=view or discord.utils.MISSING))).id)
+            self.stand_ins[message_id] = stand_in
+            if self.last_id == message_id:
+                self.last_id = stand_in
+
+    def _channel(self) -> discord.PartialMessageable:
+        """Where the interaction was run: to send or edit there with the bot's own token."""
+        interaction = self.interaction
+        if interaction.channel_id is None:
+            raise RuntimeError("this interaction has no channel to continue in")
+        return interaction.client.get_partial_messageable(
+            interaction.channel_id, guild_id=interaction.guild_id
         )
 
-    async def _channel_send(self, text: str) -> discord.Message:
-        channel = self.interaction.channel
-        if not isinstance(channel, discord.abc.Messageable):
-            raise RuntimeError("this interaction has no channel to continue in")
-        return await _call(channel.send(text, view=self._view() or discord.utils.MISSING))
-
     async def _drop_button(self, message_id: str) -> None:
+        target = self.stand_ins.get(message_id, message_id)
         try:
-            if message_id == self.original_id:
+            if self._expiring():
+                await _call(self._channel().get_partial_message(int(target)).edit(view=None))
+            elif target == self.original_id:
                 await _call(self.interaction.edit_original_response(view=None))
             else:
-                await _call(self.interaction.followup.edit_message(int(message_id), view=None))
+                await _call(self.interaction.followup.edit_message(int(target), view=None))
         except discord.HTTPException as exc:
             log.info("could not remove a Stop button: %s", exc)

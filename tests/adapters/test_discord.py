@@ -55,6 +55,42 @@ async def test_a_long_answer_continues_in_follow_ups(tmp_path: Path) -> None:
         assert all(not bot.emu.messages[m].components for m in parts if m is not None)
 
 
+@pytest.mark.parametrize("refused", [False, True])
+async def test_an_answer_outliving_its_interaction_token_goes_on_through_the_channel(
+    tmp_path: Path, refused: bool
+) -> None:
+    """Shrunk to seconds: Discord refuses the token after 15 minutes, the bot leaves it at 14
+    (a long answer, or one queued behind many). The same message is then edited as the bot's
+    own channel message; one the channel refuses continues in a new message."""
+    words = " ".join(f"word{i}" for i in range(60))
+    scripted = ScriptedEngine(words, tokens_per_second=15)  # about 4 s
+    async with (
+        serve(scripted.app()) as url,
+        discord_bot(url, tmp_path / "bot.db", max_tokens=200) as bot,
+    ):
+        bot.emu.interaction_token_lifetime = 2.5
+        bot.adapter.interaction_token_life = 1.5
+        if refused:
+            bot.emu.fail_next("PATCH", "/channels/*/messages/*", "403")
+        run = await bot.emu.run_slash_command("chat", {"prompt": "talk"}, user_id=ALICE)
+        original = await bot.emu.wait_for(lambda: run.original_id)
+        others = lambda: [m for m in bot.emu.bot_messages() if m.id != original]  # noqa: E731
+        if refused:
+            last = await bot.final((await bot.emu.wait_for(others, 30))[0].id, 30)
+        else:
+            last = await bot.final(original, 30)
+            assert others() == []
+        assert last.content == words and not last.components
+        through_channel = bot.emu.requests_to("PATCH", f"/channels/*/messages/{last.id}")
+        assert through_channel and all(r.status == 200 for r in through_channel)
+        refusals = bot.emu.requests_to("PATCH", f"/channels/*/messages/{original}")
+        assert [r.status for r in refusals][:1] == ([403] if refused else [200])
+        assert not [r for r in bot.emu.requests if r.status == 401]  # never past the token
+        with sqlite3.connect(bot.database) as db:
+            stored = db.execute("SELECT content FROM messages WHERE role='assistant'").fetchone()
+        assert stored[0] == words
+
+
 async def test_rate_limits_with_and_without_via_still_end_in_the_same_text(
     engine: EngineProcess, tmp_path: Path
 ) -> None:

@@ -66,7 +66,7 @@ from tests.emulators.discord_models import (
 __all__ = ["DiscordEmulator", "InteractionRecord", "MessageRecord", "RequestRecord"]
 
 T = TypeVar("T")
-FaultKind = Literal["429", "500", "drop"]
+FaultKind = Literal["429", "403", "500", "drop"]
 Handler = Callable[["_Call"], Awaitable[web.StreamResponse]]
 
 DEFAULT_TOKEN = "MTEx.emulator.bot-token"
@@ -75,6 +75,7 @@ UNKNOWN_CHANNEL = (404, 10003, "Unknown Channel")
 UNKNOWN_MESSAGE = (404, 10008, "Unknown Message")
 UNKNOWN_WEBHOOK = (404, 10015, "Unknown Webhook")
 UNKNOWN_INTERACTION = (404, 10062, "Unknown interaction")
+INVALID_WEBHOOK_TOKEN = (401, 50027, "Invalid Webhook Token")
 # Callback types Discord accepts per interaction type (2 command, 3 component, 4 autocomplete,
 # 5 modal submit).
 ALLOWED_CALLBACKS = {2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 4: {8}, 5: {4, 5, 6, 7}}
@@ -104,6 +105,7 @@ class DiscordEmulator:
         *,
         token: str = DEFAULT_TOKEN,
         interaction_deadline: float = 3.0,
+        interaction_token_lifetime: float = 15 * 60.0,
         bucket_limit: int = 50,
         bucket_window: float = 1.0,
         compress_gateway: bool = False,
@@ -112,6 +114,8 @@ class DiscordEmulator:
     ) -> None:
         self.token = token
         self.interaction_deadline = interaction_deadline
+        # after this, an interaction's webhook (its response and follow-ups) refuses the token
+        self.interaction_token_lifetime = interaction_token_lifetime
         self.bucket_limit = bucket_limit
         self.bucket_window = bucket_window
         self._ids = Snowflakes()
@@ -218,9 +222,10 @@ class DiscordEmulator:
         ``path_pattern`` is an fnmatch glob over the path after /api/v10 (``*`` may span
         slashes), e.g. ``/channels/*/messages``; ``method`` may be ``*``. ``kind`` is ``"429"``
         (retried by discord.py only when ``via``: Discord's real 429s carry ``Via``),
-        ``"500"`` or ``"drop"`` (the connection is closed without a response).
+        ``"403"`` (Missing Access), ``"500"`` or ``"drop"`` (the connection is closed without
+        a response).
         """
-        if kind not in ("429", "500", "drop"):
+        if kind not in ("429", "403", "500", "drop"):
             raise ValueError(f"unknown fault kind {kind!r}")
         self.faults.append(Fault(method.upper(), path_pattern, kind, times, retry_after, via))
 
@@ -650,6 +655,8 @@ class DiscordEmulator:
             return web.Response(status=499)
         if fault.kind == "500":
             return json_response({"message": "500: Internal Server Error", "code": 0}, 500)
+        if fault.kind == "403":
+            return json_response({"message": "Missing Access", "code": 50001}, 403)
         return self._rate_limited(fault.retry_after, via=fault.via)
 
     def _rate_limited(self, retry_after: float, *, via: bool) -> web.Response:
@@ -901,8 +908,11 @@ class DiscordEmulator:
     def _webhook_interaction(self, call: _Call) -> InteractionRecord:
         if call.params["app"] == str(self.application_id):
             for record in self.interactions.values():
-                if record.token == call.params["token"]:
-                    return record
+                if record.token != call.params["token"]:
+                    continue
+                if time.monotonic() - record.created_at > self.interaction_token_lifetime:
+                    raise ApiError(*INVALID_WEBHOOK_TOKEN)
+                return record
         raise ApiError(*UNKNOWN_WEBHOOK)
 
     async def _followup(self, call: _Call) -> web.StreamResponse:
