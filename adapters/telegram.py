@@ -278,11 +278,13 @@ class TelegramAdapter:
 
 
 def _reply(surface: TelegramSurface, resumed_in: str | None = None) -> PlatformReply:
-    """A reply on ``surface``: a new placeholder, or the earlier run's ``resumed_in``."""
+    """A reply on ``surface``: a new placeholder, or the earlier run's ``resumed_in`` (a new
+    reply after all if the user deleted that one meanwhile)."""
     reply = PlatformReply(
         surface, typing=surface.typing, before_finish=surface.finish, on_done=surface.cleanup
     )
     if resumed_in is not None:
+        surface.resumed = resumed_in
         reply.resume_in(resumed_in)
     return reply
 

@@ -82,6 +82,8 @@ class TelegramSurface:
         self.button = stop_button(user_id)
         self.finishing = False  # set before the final edit: the Stop button goes away
         self._with_button: set[int] = set()  # messages showing the Stop button now
+        self.resumed: str | None = None  # an earlier run's placeholder, until edited once
+        self.moved: dict[str, str] = {}  # a placeholder that could not be edited -> its successor
 
     async def send(self, text: str) -> str:
         await self.cleanup()  # a continuation: earlier parts are final now
@@ -100,6 +102,21 @@ class TelegramSurface:
         return str(message_id)
 
     async def edit(self, message_id: str, text: str) -> None:
+        message_id = self.moved.get(message_id, message_id)
+        try:
+            await self._edit(message_id, text)
+        except BadRequest as exc:
+            gone = "message to edit not found" in exc.message.lower()
+            if message_id != self.resumed or not gone:
+                raise
+            log.info("the earlier run's reply %s is gone (%s): replying anew", message_id, exc)
+            self.resumed = None
+            self.moved[message_id] = await self.send(text)
+        else:
+            if message_id == self.resumed:
+                self.resumed = None  # edited once: from here on it is an ordinary message
+
+    async def _edit(self, message_id: str, text: str) -> None:
         markup = None if self.finishing else self.button
         try:
             await self._render(

@@ -47,7 +47,8 @@ async def _wait_all_final(emu: TelegramEmulator, asked: dict[int, int], timeout:
     for user, message_id in asked.items():
 
         def done(u: int = user, m: int = message_id) -> bool:
-            return all(is_final(r) and PAUSED not in plain(r.text) for r in _replies(emu, u, m))
+            shown = [r for r in _replies(emu, u, m) if not r.deleted]
+            return bool(shown) and all(is_final(r) and PAUSED not in plain(r.text) for r in shown)
 
         await emu.wait_for(lambda: done() or None, timeout)
 
@@ -78,12 +79,17 @@ def _jobs(database: Path) -> list[str]:
 async def test_a_killed_bot_finishes_every_answer_in_the_same_message(
     engine: EngineProcess, tmp_path: Path
 ) -> None:
+    """...or in a new reply, for the user who deleted the half-written one meanwhile."""
     async with TelegramEmulator() as emu:
         env = _env(emu, engine, tmp_path, MAX_TOKENS="60", TEMPERATURE="0")
         asked = await _killed_mid_reply(emu, env, tmp_path)
         database = tmp_path / "parley.db"
         left = _jobs(database)
         assert "running" in left and set(left) <= {"queued", "running", "done"}
+        unfinished = [u for u, m in asked.items() if not all(map(is_final, _replies(emu, u, m)))]
+        deleter = unfinished[0]
+        (placeholder,) = _replies(emu, deleter, asked[deleter])
+        emu.user_deletes(deleter, placeholder.message_id)
         bot = await start_bot(env, tmp_path, "Telegram")
         try:
             await _wait_all_final(emu, asked, 120)
@@ -94,8 +100,10 @@ async def test_a_killed_bot_finishes_every_answer_in_the_same_message(
             rows = db.execute("SELECT content FROM messages WHERE role = 'assistant'")
             stored = [folded(row[0]) for row in rows]
         for user, message_id in asked.items():
-            replies = _replies(emu, user, message_id)
+            replies = [r for r in _replies(emu, user, message_id) if not r.deleted]
             assert len(replies) == 1  # the first run's placeholder, finished; nothing twice
+            if user == deleter:
+                assert replies[0].message_id != placeholder.message_id  # a new reply instead
             shown = folded(plain(replies[0].text))
             assert len(shown) > 20 and shown in stored
 

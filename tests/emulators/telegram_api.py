@@ -249,6 +249,14 @@ class TelegramEmulator:
             message["entities"] = entities
         self._deliver("edited_message", message)
 
+    def user_deletes(self, chat_id: int, message_id: int) -> None:
+        """A person deletes a message (the bot's too, in a private chat); bots get no update."""
+        key = (chat_id, message_id)
+        if self._live.pop(key, None) is None:
+            raise LookupError(f"no message {chat_id}/{message_id} to delete")
+        if key in self.messages:
+            self.messages[key].deleted = True
+
     async def press_button(
         self, message_id: int, callback_data: str, user_id: int, chat_id: int
     ) -> str:
