@@ -120,6 +120,32 @@ async def test_groups_answer_only_mentions_and_replies_to_the_bot(
             assert conversations.fetchone()[0] == 2  # two people, two histories
 
 
+async def test_a_reply_deleted_mid_answer_is_stored_and_not_posted_again(tmp_path: Path) -> None:
+    """The user deletes the half-written answer: its later edits fail, the bot neither posts
+    it again nor stops answering, and the whole answer is in the history."""
+    words = " ".join(f"w{i}" for i in range(40))
+    scripted = ScriptedEngine(words, tokens_per_second=20)  # about 2 s
+    async with (
+        serve(scripted.app()) as url,
+        telegram_bot(url, tmp_path / "bot.db", max_tokens=200) as bot,
+    ):
+        await bot.emu.user_says("Hi", chat_id=ALICE, user_id=ALICE)
+        reply = await bot.emu.wait_for(
+            lambda: next((m for m in bot.emu.bot_messages(ALICE) if "w3" in m.text), None), 20
+        )
+        bot.emu.user_deletes(ALICE, reply.message_id)
+
+        def history() -> list[str]:
+            with sqlite3.connect(bot.database) as db:
+                rows = db.execute("SELECT content FROM messages WHERE role = 'assistant'")
+                return [row[0] for row in rows]
+
+        assert await bot.emu.wait_for(lambda: history() == [words] or None, 20)
+        again = await bot.emu.user_says("Again", chat_id=ALICE, user_id=ALICE)
+        assert plain((await bot.answer_to(again, ALICE)).text) == words
+        assert [m.deleted for m in bot.emu.bot_messages(ALICE)] == [True, False]
+
+
 async def test_the_stop_button_ends_generation_and_goes_away(
     engine: EngineProcess, tmp_path: Path
 ) -> None:
