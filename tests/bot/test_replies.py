@@ -13,18 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.replies import (
-    BLANK,
-    CURSOR,
-    MIN_LIMIT,
-    Chunk,
-    FinishState,
-    RateLimited,
-    StreamedReply,
-    final_text,
-    split_chunks,
-    split_message,
-)
+from bot.message_split import BLANK, CURSOR, MIN_LIMIT, Chunk, split_chunks, split_message
+from bot.replies import FinishState, RateLimited, StreamedReply, final_text
 
 # --- an independent reading of the fence rules, to check chunks against ---------------------
 
