@@ -11,7 +11,9 @@ follow-up after a defer replacing the "thinking" message, the bot's own messages
 MESSAGE_CREATE, content blanked without the MESSAGE_CONTENT intent, per-route rate-limit buckets
 with X-RateLimit-* headers, and injected faults (429 with/without ``Via``, 500, dropped socket).
 
-Everything runs on the test's event loop; nothing here is thread-safe.
+Everything runs on the test's event loop; nothing here is thread-safe. This module holds the
+state, the routing and the test helpers; the REST handlers are in discord_rest.py and the user's
+side in discord_drivers.py, both mixins of ``DiscordEmulator``.
 """
 
 from __future__ import annotations
@@ -21,19 +23,16 @@ import contextlib
 import fnmatch
 import hashlib
 import re
-import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from aiohttp import web
 
+from tests.emulators.discord_drivers import UserDrivers
 from tests.emulators.discord_gateway import Gateway, GatewaySession
 from tests.emulators.discord_models import (
-    ALL_PERMISSIONS,
-    FLAG_EPHEMERAL,
-    FLAG_LOADING,
     INTENT_DIRECT_MESSAGES,
     INTENT_GUILD_MESSAGES,
     INTENT_MESSAGE_CONTENT,
@@ -48,44 +47,28 @@ from tests.emulators.discord_models import (
     RateLimitedError,
     RequestRecord,
     Snowflakes,
-    application_payload,
     channel_payload,
-    check_content,
-    check_not_empty,
-    command_options,
     guild_payload,
     json_response,
     member_payload,
-    mentioned_ids,
     message_payload,
     read_body,
     ready_payload,
     user_payload,
+)
+from tests.emulators.discord_rest import (
+    UNAUTHORIZED,
+    RestCall,
+    RestHandlers,
 )
 
 __all__ = ["DiscordEmulator", "InteractionRecord", "MessageRecord", "RequestRecord"]
 
 T = TypeVar("T")
 FaultKind = Literal["429", "403", "500", "drop"]
-Handler = Callable[["_Call"], Awaitable[web.StreamResponse]]
+Handler = Callable[["RestCall"], Awaitable[web.StreamResponse]]
 
 DEFAULT_TOKEN = "MTEx.emulator.bot-token"
-UNAUTHORIZED = (401, 0, "401: Unauthorized")
-UNKNOWN_CHANNEL = (404, 10003, "Unknown Channel")
-UNKNOWN_MESSAGE = (404, 10008, "Unknown Message")
-UNKNOWN_WEBHOOK = (404, 10015, "Unknown Webhook")
-UNKNOWN_INTERACTION = (404, 10062, "Unknown interaction")
-INVALID_WEBHOOK_TOKEN = (401, 50027, "Invalid Webhook Token")
-# Callback types Discord accepts per interaction type (2 command, 3 component, 4 autocomplete,
-# 5 modal submit).
-ALLOWED_CALLBACKS = {2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 4: {8}, 5: {4, 5, 6, 7}}
-
-
-@dataclass
-class _Call:
-    request: web.Request
-    params: dict[str, str]
-    body: Any
 
 
 @dataclass
@@ -97,7 +80,7 @@ class _Route:
     auth: bool
 
 
-class DiscordEmulator:
+class DiscordEmulator(UserDrivers, RestHandlers):
     """One bot, one application, one guild with a ``#general`` text channel, DMs on demand."""
 
     def __init__(
@@ -281,234 +264,6 @@ class DiscordEmulator:
     def _touch(self) -> None:
         self._changed.set()
 
-    # ----------------------------------------------------------------- drivers (user side)
-
-    async def run_slash_command(
-        self,
-        name: str,
-        options: Mapping[str, Any] | None = None,
-        *,
-        user_id: int,
-        channel_id: int | None = None,
-        guild: bool = True,
-    ) -> InteractionRecord:
-        """Send INTERACTION_CREATE type 2 as if ``user_id`` ran ``/name``; returns at once."""
-        data = self._command_data(name, options or {}, guild=guild)
-        return await self._interact(2, data, user_id, channel_id, guild)
-
-    async def autocomplete(
-        self,
-        name: str,
-        option: str,
-        value: str,
-        *,
-        options: Mapping[str, Any] | None = None,
-        user_id: int,
-        channel_id: int | None = None,
-        guild: bool = True,
-        timeout: float = 5.0,
-    ) -> InteractionRecord:
-        """Send an autocomplete interaction and wait for the bot's choices (``record.choices``)."""
-        data = self._command_data(name, {**(options or {}), option: value}, guild=guild)
-        for item in data["options"]:
-            if item["name"] == option:
-                item["focused"] = True
-                item["value"] = value
-        record = await self._interact(4, data, user_id, channel_id, guild)
-        await self.wait_for(lambda: record.choices is not None, timeout)
-        return record
-
-    async def press_button(
-        self,
-        message_id: int,
-        custom_id: str,
-        user_id: int,
-        *,
-        values: Sequence[str] | None = None,
-    ) -> InteractionRecord:
-        """Send a component interaction (type 3) for a component on a recorded message.
-
-        ``values`` makes it a select-menu choice. Raises LookupError for an unknown custom_id.
-        """
-        message = self.messages[message_id]
-        kinds = message.custom_ids()
-        if custom_id not in kinds:
-            raise LookupError(f"message {message_id} has no component {custom_id!r}: {kinds}")
-        data: Json = {"custom_id": custom_id, "component_type": kinds[custom_id]}
-        if values is not None:
-            data["values"] = list(values)
-        guild = message.guild_id is not None
-        return await self._interact(3, data, user_id, message.channel_id, guild, message)
-
-    async def submit_modal(
-        self,
-        interaction: InteractionRecord,
-        values: Mapping[str, str],
-        *,
-        user_id: int | None = None,
-    ) -> InteractionRecord:
-        """Submit the modal the bot opened in answer to ``interaction`` (type 5)."""
-        if interaction.modal is None:
-            raise LookupError(f"interaction {interaction.id} opened no modal")
-        rows = [
-            {"type": 1, "components": [{"type": 4, "custom_id": key, "value": value}]}
-            for key, value in values.items()
-        ]
-        data = {"custom_id": interaction.modal["custom_id"], "components": rows}
-        message = self.messages.get(interaction.message_id or 0)
-        return await self._interact(
-            5,
-            data,
-            interaction.user_id if user_id is None else user_id,
-            interaction.channel_id,
-            interaction.guild_id is not None,
-            message,
-        )
-
-    async def send_message(
-        self,
-        user_id: int,
-        channel_id: int | None,
-        content: str,
-        *,
-        reply_to: int | None = None,
-    ) -> int:
-        """A user posts in a guild channel (default ``#general``); returns the message id.
-
-        A reply to the bot's message mentions the bot, as Discord's client does by default.
-        """
-        channel = self.channel_id if channel_id is None else channel_id
-        return await self._user_message(user_id, channel, content, reply_to)
-
-    async def mention_bot(
-        self, user_id: int, channel_id: int | None, content: str, *, reply_to: int | None = None
-    ) -> int:
-        """A user posts ``<@bot> content`` in a guild channel; returns the message id."""
-        return await self.send_message(
-            user_id, channel_id, f"<@{self.bot_id}> {content}", reply_to=reply_to
-        )
-
-    async def send_dm(self, user_id: int, content: str, *, reply_to: int | None = None) -> int:
-        """A user writes to the bot in DMs; returns the message id."""
-        return await self._user_message(user_id, self.dm_channel(user_id), content, reply_to)
-
-    async def force_reconnect(self, timeout: float = 5.0) -> None:
-        """Send RECONNECT (op 7), close the socket, and wait until the client has resumed."""
-        sessions = await self.gateway.reconnect()
-        before = {s.session_id: s.resumes for s in sessions}
-        await self.wait_for(
-            lambda: all(s.resumes > before[s.session_id] for s in sessions), timeout
-        )
-
-    async def close_gateway(self, code: int = 4000) -> None:
-        """Close every gateway socket with ``code``: 4000 resumes, 4004 makes the client give up."""
-        await self.gateway.close_all(code)
-
-    async def _user_message(
-        self, user_id: int, channel_id: int, content: str, reply_to: int | None
-    ) -> int:
-        if channel_id not in self.channels:
-            raise LookupError(f"unknown channel {channel_id}")
-        author = self.user(user_id)
-        channel = self.channels[channel_id]
-        if channel.guild_id is not None:
-            self.guild_members.add(user_id)
-        record = MessageRecord(
-            id=self._ids.next(),
-            channel_id=channel_id,
-            guild_id=channel.guild_id,
-            author=author,
-            source="user",
-            reference_id=reply_to,
-            type=19 if reply_to else 0,
-        )
-        record.apply({"content": content})
-        record.mentions = mentioned_ids(content)
-        referenced = self.messages.get(reply_to or 0)
-        if referenced is not None and referenced.author_id not in record.mentions:
-            record.mentions.append(referenced.author_id)
-        for uid in record.mentions:
-            self.user(uid)
-        self.messages[record.id] = record
-        self._touch()
-        await self._dispatch_message("MESSAGE_CREATE", record)
-        return record.id
-
-    async def _interact(
-        self,
-        kind: int,
-        data: Json,
-        user_id: int,
-        channel_id: int | None,
-        guild: bool,
-        message: MessageRecord | None = None,
-    ) -> InteractionRecord:
-        if channel_id is None:
-            channel_id = self.channel_id if guild else self.dm_channel(user_id)
-        channel = self.channels[channel_id]
-        guild_id = channel.guild_id if guild else None
-        user = self.user(user_id)
-        record = InteractionRecord(
-            id=self._ids.next(),
-            token=f"aW50ZXJhY3Rpb24.{secrets.token_urlsafe(24)}",
-            type=kind,
-            user_id=user_id,
-            channel_id=channel_id,
-            guild_id=guild_id,
-            data=data,
-            message_id=message.id if message else None,
-        )
-        self.interactions[record.id] = record
-        payload: Json = {
-            "id": str(record.id),
-            "application_id": str(self.application_id),
-            "type": kind,
-            "data": data,
-            "channel_id": str(channel_id),
-            "channel": {**channel_payload(channel, self.users), "permissions": ALL_PERMISSIONS},
-            "token": record.token,
-            "version": 1,
-            "app_permissions": ALL_PERMISSIONS,
-            "locale": "en-US",
-            "entitlements": [],
-            "attachment_size_limit": 10 * 1024 * 1024,
-            "context": 0 if guild_id else 1,
-        }
-        if guild_id is not None:
-            self.guild_members.add(user_id)
-            payload["guild_id"] = str(guild_id)
-            payload["guild_locale"] = "en-US"
-            payload["member"] = member_payload(user, permissions=True)
-            payload["authorizing_integration_owners"] = {"0": str(guild_id)}
-        else:
-            payload["user"] = user
-            payload["authorizing_integration_owners"] = {"1": str(user_id)}
-        if message is not None:
-            payload["message"] = self._message_json(message)
-        self._touch()
-        await self.gateway.dispatch("INTERACTION_CREATE", payload)
-        return record
-
-    def _command_data(self, name: str, options: Mapping[str, Any], *, guild: bool) -> Json:
-        """Build ``data`` for a chat-input command, typing options like the synced definition."""
-        spec: Json | None = None
-        if guild:
-            spec = next(
-                (c for c in self.synced_commands.get(self.guild_id, []) if c["name"] == name), None
-            )
-        in_guild = spec is not None
-        if spec is None:
-            spec = next((c for c in self.synced_commands.get(None, []) if c["name"] == name), None)
-        data: Json = {
-            "id": str(spec["id"]) if spec else str(self._ids.next()),
-            "name": name,
-            "type": 1,
-            "options": command_options(options, (spec or {}).get("options") or []),
-        }
-        if in_guild:
-            data["guild_id"] = str(self.guild_id)
-        return data
-
     # ----------------------------------------------------------------- gateway payloads
 
     def _member(self, user_id: int) -> Json:
@@ -617,7 +372,7 @@ class DiscordEmulator:
             if route.auth and request.headers.get("Authorization") != f"Bot {self.token}":
                 raise ApiError(*UNAUTHORIZED)
             headers = self._take_bucket(route, params)
-            response = await route.handler(_Call(request, params, body))
+            response = await route.handler(RestCall(request, params, body))
             response.headers.update(headers)
         except RateLimitedError as exc:
             response = self._rate_limited(exc.retry_after, via=True)
@@ -694,256 +449,3 @@ class DiscordEmulator:
             "X-RateLimit-Reset-After": f"{reset_after:.3f}",
             "X-RateLimit-Bucket": hashlib.sha1(key.split(":")[0].encode()).hexdigest()[:16],
         }
-
-    # ----------------------------------------------------------------- REST: identity, commands
-
-    async def _get_me(self, call: _Call) -> web.StreamResponse:
-        return json_response({**self.users[self.bot_id], "mfa_enabled": False, "email": None})
-
-    async def _get_app(self, call: _Call) -> web.StreamResponse:
-        owner, bot = self.users[self.owner_id], self.users[self.bot_id]
-        return json_response(
-            application_payload(self.application_id, owner, bot, self._app_flags())
-        )
-
-    async def _get_gateway(self, call: _Call) -> web.StreamResponse:
-        if call.request.match_info["tail"].endswith("bot"):
-            limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-            return json_response(
-                {"url": self.gateway_url, "shards": 1, "session_start_limit": limit}
-            )
-        return json_response({"url": self.gateway_url})
-
-    async def _get_user(self, call: _Call) -> web.StreamResponse:
-        user = self.users.get(int(call.params["user_id"]))
-        if user is None:
-            raise ApiError(404, 10013, "Unknown User")
-        return json_response(user)
-
-    async def _create_dm(self, call: _Call) -> web.StreamResponse:
-        recipient = int((call.body or {}).get("recipient_id") or 0)
-        if recipient not in self.users or recipient == self.bot_id:
-            raise ApiError.invalid_form(["recipient_id"], "NUMBER_TYPE_COERCE", "Unknown user")
-        channel = self.channels[self.dm_channel(recipient)]
-        return json_response(channel_payload(channel, self.users))
-
-    def _scope(self, call: _Call) -> int | None:
-        if call.params["app"] != str(self.application_id):
-            raise ApiError(403, 50001, "Missing Access")
-        guild = call.params.get("guild_id")
-        if guild is not None and guild != str(self.guild_id):
-            raise ApiError(404, 10004, "Unknown Guild")
-        return int(guild) if guild is not None else None
-
-    async def _get_commands(self, call: _Call) -> web.StreamResponse:
-        return json_response(self.synced_commands.get(self._scope(call), []))
-
-    async def _put_commands(self, call: _Call) -> web.StreamResponse:
-        scope = self._scope(call)
-        previous = {c["name"]: c["id"] for c in self.synced_commands.get(scope, [])}
-        synced = []
-        for command in call.body or []:
-            item = {
-                "type": 1,
-                "description": "",
-                "options": [],
-                **command,
-                "id": previous.get(command["name"]) or str(self._ids.next()),
-                "application_id": str(self.application_id),
-                "version": str(self._ids.next()),
-            }
-            if scope is not None:
-                item["guild_id"] = str(scope)
-            synced.append(item)
-        self.synced_commands[scope] = synced
-        return json_response(synced)
-
-    # ----------------------------------------------------------------- REST: channels
-
-    def _channel(self, call: _Call) -> ChannelRecord:
-        channel = self.channels.get(int(call.params["channel_id"]))
-        if channel is None:
-            raise ApiError(*UNKNOWN_CHANNEL)
-        return channel
-
-    async def _get_channel(self, call: _Call) -> web.StreamResponse:
-        return json_response(channel_payload(self._channel(call), self.users))
-
-    async def _typing(self, call: _Call) -> web.StreamResponse:
-        self.typing.append((self._channel(call).id, time.monotonic()))
-        return web.Response(status=204)
-
-    async def _create_message(self, call: _Call) -> web.StreamResponse:
-        channel = self._channel(call)
-        body: Json = call.body or {}
-        check_content(body, [])
-        check_not_empty(body)
-        reference: Json = body.get("message_reference") or {}
-        reference_id = int(reference["message_id"]) if reference else None
-        if reference_id is not None and reference_id not in self.messages:
-            if reference.get("fail_if_not_exists", True):
-                raise ApiError.invalid_form(
-                    ["message_reference"], "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message"
-                )
-            reference_id = None
-        record = self._new_bot_message(channel.id, channel.guild_id, "channel", body)
-        record.reference_id = reference_id
-        record.type = 19 if reference_id else 0
-        await self._dispatch_message("MESSAGE_CREATE", record)
-        return json_response(self._message_json(record))
-
-    async def _channel_message(self, call: _Call) -> web.StreamResponse:
-        channel = self._channel(call)
-        record = self.messages.get(int(call.params["message"]))
-        if record is None or record.channel_id != channel.id or record.deleted:
-            raise ApiError(*UNKNOWN_MESSAGE)
-        if record.ephemeral:  # only its interaction's webhook can reach it
-            raise ApiError(*UNKNOWN_MESSAGE)
-        return await self._message_method(call, record)
-
-    async def _message_method(self, call: _Call, record: MessageRecord) -> web.StreamResponse:
-        method = call.request.method
-        if method == "GET":
-            return json_response(self._message_json(record))
-        if method == "DELETE":
-            record.deleted = True
-            await self._dispatch_message("MESSAGE_DELETE", record)
-            return web.Response(status=204)
-        if record.author_id != self.bot_id:
-            raise ApiError(403, 50005, "Cannot edit a message authored by another user")
-        body: Json = call.body or {}
-        check_content(body, [])
-        self._edit(record, body)
-        await self._dispatch_message("MESSAGE_UPDATE", record)
-        return json_response(self._message_json(record))
-
-    def _new_bot_message(
-        self, channel_id: int, guild_id: int | None, source: str, body: Json, flags: int = 0
-    ) -> MessageRecord:
-        record = MessageRecord(
-            id=self._ids.next(),
-            channel_id=channel_id,
-            guild_id=guild_id,
-            author=self.users[self.bot_id],
-            source=source,
-            flags=flags | (int(body.get("flags") or 0) & FLAG_EPHEMERAL),
-        )
-        record.apply(body)
-        record.mentions = [u for u in mentioned_ids(record.content) if u in self.users]
-        self.messages[record.id] = record
-        return record
-
-    def _edit(self, record: MessageRecord, body: Json) -> None:
-        record.apply(body)
-        record.flags &= ~FLAG_LOADING
-        record.edited_at.append(time.monotonic())
-        if "content" in body:
-            record.mentions = [u for u in mentioned_ids(record.content) if u in self.users]
-
-    # ----------------------------------------------------------------- REST: interactions
-
-    async def _callback(self, call: _Call) -> web.StreamResponse:
-        record = self.interactions.get(int(call.params["interaction"]))
-        if record is None or record.token != call.params["token"]:
-            raise ApiError(*UNKNOWN_INTERACTION)
-        if record.callbacks:
-            raise ApiError(400, 40060, "Interaction has already been acknowledged.")
-        if time.monotonic() - record.created_at > self.interaction_deadline:
-            raise ApiError(*UNKNOWN_INTERACTION)
-        body: Json = call.body or {}
-        kind = int(body.get("type") or 0)
-        data: Json = body.get("data") or {}
-        if kind not in ALLOWED_CALLBACKS.get(record.type, set()):
-            raise ApiError.invalid_form(
-                ["type"], "INTERACTION_RESPONSE_TYPE_INVALID", "Invalid interaction response type"
-            )
-        check_content(data, ["data"])
-        message: MessageRecord | None = None
-        if kind == 4:
-            check_not_empty(data)
-            message = self._new_bot_message(record.channel_id, record.guild_id, "original", data)
-        elif kind == 5:
-            flags = FLAG_LOADING | (int(data.get("flags") or 0) & FLAG_EPHEMERAL)
-            message = self._new_bot_message(
-                record.channel_id, record.guild_id, "original", {}, flags
-            )
-        elif kind in (6, 7):
-            message = self.messages.get(record.message_id or 0)
-            if kind == 7 and message is not None:
-                self._edit(message, data)
-                await self._dispatch_message("MESSAGE_UPDATE", message)
-        elif kind == 8:
-            choices = list(data.get("choices") or [])
-            if len(choices) > 25:
-                raise ApiError.invalid_form(
-                    ["data", "choices"], "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length."
-                )
-            record.choices = choices
-        elif kind == 9:
-            record.modal = data
-        if message is not None:
-            record.original_id = message.id
-            if kind in (4, 5):
-                message.type = 20 if record.type == 2 else 0
-                message.interaction_id = record.id
-                await self._dispatch_message("MESSAGE_CREATE", message)
-        callback = CallbackRecord(record.id, kind, data)
-        record.callbacks.append(callback)
-        self.callbacks.append(callback)
-        if call.request.query.get("with_response") not in ("1", "true", "True"):
-            return web.Response(status=204)
-        answer: Json = {
-            "id": str(record.id),
-            "type": record.type,
-            "response_message_loading": kind == 5,
-            "response_message_ephemeral": bool(message and message.ephemeral),
-        }
-        if message is not None:
-            answer["response_message_id"] = str(message.id)
-        resource: Json = {"type": kind}
-        if message is not None and kind != 6:
-            resource["message"] = self._message_json(message)
-        return json_response({"interaction": answer, "resource": resource})
-
-    def _webhook_interaction(self, call: _Call) -> InteractionRecord:
-        if call.params["app"] == str(self.application_id):
-            for record in self.interactions.values():
-                if record.token != call.params["token"]:
-                    continue
-                if time.monotonic() - record.created_at > self.interaction_token_lifetime:
-                    raise ApiError(*INVALID_WEBHOOK_TOKEN)
-                return record
-        raise ApiError(*UNKNOWN_WEBHOOK)
-
-    async def _followup(self, call: _Call) -> web.StreamResponse:
-        record = self._webhook_interaction(call)
-        if not record.callbacks:
-            raise ApiError(*UNKNOWN_WEBHOOK)  # the webhook exists once the interaction is acked
-        body: Json = call.body or {}
-        check_content(body, [])
-        check_not_empty(body)
-        original = self.messages.get(record.original_id or 0)
-        if original is not None and original.loading and not original.deleted:
-            # Discord: the first follow-up after a defer replaces the "thinking" message.
-            self._edit(original, body)
-            await self._dispatch_message("MESSAGE_UPDATE", original)
-            message = original
-        else:
-            message = self._new_bot_message(record.channel_id, record.guild_id, "followup", body)
-            message.interaction_id = record.id
-            message.type = 20 if record.type == 2 else 0
-            record.followup_ids.append(message.id)
-            await self._dispatch_message("MESSAGE_CREATE", message)
-        if call.request.query.get("wait") in ("1", "true", "True"):
-            return json_response(self._message_json(message))
-        return web.Response(status=204)
-
-    async def _webhook_message(self, call: _Call) -> web.StreamResponse:
-        record = self._webhook_interaction(call)
-        wanted = call.params["message"]
-        message_id = record.original_id if wanted == "@original" else int(wanted)
-        allowed = {record.original_id, *record.followup_ids}
-        message = self.messages.get(message_id or 0)
-        if message is None or message_id not in allowed or message.deleted:
-            raise ApiError(*UNKNOWN_MESSAGE)
-        return await self._message_method(call, message)
