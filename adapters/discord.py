@@ -15,12 +15,7 @@ import discord
 import yarl
 from discord import app_commands
 
-from adapters.discord_surface import (
-    TOKEN_LIFETIME,
-    TOKEN_MARGIN,
-    InteractionSurface,
-    MessageSurface,
-)
+from adapters.discord_surface import TOKEN_LIFE, InteractionSurface, MessageSurface
 from bot.errors import ConfigError, ParleyError
 from bot.incoming import NOT_UNICODE, Incoming, is_valid_unicode
 from bot.model_catalog import offered_models
@@ -60,7 +55,7 @@ class DiscordAdapter:
         self.tree = app_commands.CommandTree(self.client)
         self._connection: asyncio.Task[None] | None = None
         # how long a /chat reply edits through its interaction token before the channel
-        self.interaction_token_life = TOKEN_LIFETIME - TOKEN_MARGIN
+        self.interaction_token_life = TOKEN_LIFE
         self._register()
 
     # ---- lifecycle ----------------------------------------------------------------------

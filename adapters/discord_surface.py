@@ -25,6 +25,7 @@ LIMIT = 2000
 EDIT_INTERVAL = 1.0  # Discord allows 5 edits per 5 s per message
 TOKEN_LIFETIME = 15 * 60.0  # an interaction token can edit its messages for 15 minutes
 TOKEN_MARGIN = 60.0
+TOKEN_LIFE = TOKEN_LIFETIME - TOKEN_MARGIN  # how long a reply edits through its token
 STOP_ID = "parley:stop"
 
 T = TypeVar("T")
@@ -178,7 +179,7 @@ class InteractionSurface(_Surface):
         interaction: discord.Interaction,
         on_stop: OnStop,
         clock: Callable[[], float] = time.monotonic,
-        token_life: float = TOKEN_LIFETIME - TOKEN_MARGIN,
+        token_life: float = TOKEN_LIFE,
     ) -> None:
         super().__init__(interaction.user.id, on_stop)
         self.interaction = interaction

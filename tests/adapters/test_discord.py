@@ -91,6 +91,19 @@ async def test_an_answer_outliving_its_interaction_token_goes_on_through_the_cha
         assert stored[0] == words
 
 
+async def test_a_reply_stored_by_an_earlier_version_as_original_is_posted_afresh(
+    tmp_path: Path,
+) -> None:
+    """Before the response's message id was stored, a /chat reply's reference was
+    "@original": no id to edit after a restart, so that answer starts a new message."""
+    scripted = ScriptedEngine("hello")
+    async with serve(scripted.app()) as url, discord_bot(url, tmp_path / "bot.db") as bot:
+        old = bot.adapter.resume_reply(str(bot.emu.channel_id), str(ALICE), None, "@original")
+        assert old is not None and old.reference() is None  # not bound to a message
+        kept = bot.adapter.resume_reply(str(bot.emu.channel_id), str(ALICE), None, "4242")
+        assert kept is not None and kept.reference() == "4242"
+
+
 async def test_rate_limits_with_and_without_via_still_end_in_the_same_text(
     engine: EngineProcess, tmp_path: Path
 ) -> None:
