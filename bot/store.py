@@ -8,7 +8,9 @@ any coroutine on the loop that opened the store; not from other threads.
 Writes on the message path go through ``atomic``: the whole write is one plain function run on
 aiosqlite's thread, one round trip instead of one per statement (each is about 0.2 ms when the
 event loop is busy, and a message makes a dozen); writes asked for at the same time share one
-transaction, each in its own savepoint (bot/store_batch.py).
+transaction, each in its own savepoint (bot/store_batch.py). The write a message's engine
+request waits for runs on the loop's thread instead, when the connection is free. The WAL is
+checkpointed on a thread of its own, never by a commit (bot/store_checkpoint.py).
 
 Rows leave as frozen dataclasses. Timestamps are ISO-8601 UTC. Errors: ``ValueError`` for a bad
 role/status or text that is not valid Unicode (a lone surrogate), ``KeyError`` when updating a
@@ -27,7 +29,8 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from bot.migrations import apply_migrations
-from bot.store_batch import GroupCommit
+from bot.store_batch import BUSY_TIMEOUT_MS, GroupCommit
+from bot.store_checkpoint import Checkpointer
 from bot.store_rows import (
     HISTORY_SQL,
     JOB_SELECT,
@@ -54,7 +57,6 @@ __all__ = [
     "Conversation", "Job", "JobStatus", "Message", "MessageStatus", "Role", "Store", "User",
 ]  # fmt: skip
 
-BUSY_TIMEOUT_MS = 5000
 T = TypeVar("T")
 
 
@@ -62,21 +64,26 @@ class Store:
     """Persistence for the bot. Open with ``await Store.open(path)``; close when done."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path | None = None) -> None:
+        """``db`` as ``open`` makes it: usable from any thread, no automatic checkpoints."""
         self._db = db
         self.path = path  # the database file (None: in memory)
         self._lock = asyncio.Lock()
-        self._commits = GroupCommit(db, self._lock)
+        self._checkpoints = Checkpointer(path) if path is not None else None
+        committed = self._checkpoints.committed if self._checkpoints is not None else None
+        self._commits = GroupCommit(db, self._lock, committed)
 
     @classmethod
     async def open(cls, path: str | Path, *, migrations_dir: Path | None = None) -> Store:
         """Open (creating parent directories) and bring the schema up to date."""
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(str(path), isolation_level=None)
+        # writes on the message path run on the loop's thread (bot/store_batch.py)
+        db = await aiosqlite.connect(str(path), isolation_level=None, check_same_thread=False)
         try:
             await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute("PRAGMA wal_autocheckpoint = 0")  # bot/store_checkpoint.py does it
             await db.execute("PRAGMA foreign_keys = ON")
             await apply_migrations(db, migrations_dir)
         except BaseException:
@@ -85,6 +92,8 @@ class Store:
         return cls(db, None if str(path) == ":memory:" else Path(path))
 
     async def close(self) -> None:
+        if self._checkpoints is not None:
+            await self._checkpoints.close()
         async with self._lock:
             await self._db.close()
 
@@ -270,11 +279,13 @@ class Store:
                 raise
             await self._db.execute("COMMIT")
 
-    async def atomic(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def atomic(self, work: Callable[[sqlite3.Connection], T], *, now: bool = False) -> T:
         """Run ``work`` atomically on aiosqlite's thread: returns once it is committed; on
         any exception nothing of it is stored. ``work`` must only touch the connection it is
-        given. Works asked for together share one round trip and commit (bot/store_batch.py)."""
-        return await self._commits.run(work)
+        given. Works asked for together share one round trip and commit (bot/store_batch.py).
+        ``now``: a write someone is waiting on, run on the loop's thread if the connection is
+        free (a few statements, no thread hop)."""
+        return await self._commits.run(work, on_loop=now)
 
     async def query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         async with self._lock:

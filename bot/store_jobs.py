@@ -90,13 +90,13 @@ async def accept_message(
         begun = None if begin is None else _begin(db, job, begin)
         return Accepted(user, conversation, message, job, begun)
 
-    return await store.atomic(accept)
+    return await store.atomic(accept, now=True)  # the engine request waits for it
 
 
 async def begin_job(store: Store, job: Job, setting: str) -> Begun:
     """Mark the job running (and count the start); its prompt's history and the user's
     ``setting`` (their system prompt)."""
-    return await store.atomic(lambda db: _begin(db, job, setting))
+    return await store.atomic(lambda db: _begin(db, job, setting), now=True)
 
 
 def _begin(db: sqlite3.Connection, job: Job, setting: str) -> Begun:
