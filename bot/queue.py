@@ -72,18 +72,25 @@ class FairQueue(Generic[T]):
 
     async def get(self) -> QueuedJob[T]:
         """The next job in fair order; waits while the queue is empty."""
+        await self.wait()
+        return self.take()
+
+    async def wait(self) -> None:
+        """Until the queue holds a job."""
         while not self._jobs:
             self._ready.clear()
             await self._ready.wait()
+
+    def peek(self) -> QueuedJob[T] | None:
+        """The job ``take`` would return, left in place; None if the queue is empty."""
+        return self._jobs[0] if self._jobs else None
+
+    def take(self) -> QueuedJob[T]:
+        """The next job in fair order, now; IndexError if the queue is empty."""
         job = self._jobs.pop(0)
         self._round = job.order[0]
         self._forget_idle_users()
         return job
-
-    def put_back(self, job: QueuedJob[T]) -> None:
-        """Return a job just taken (no engine had room after all) to its old place."""
-        bisect.insort(self._jobs, job, key=lambda queued: queued.order)
-        self._ready.set()
 
     def remove(self, job_id: int) -> QueuedJob[T] | None:
         """Take a queued job out (cancellation); None if it is not queued."""

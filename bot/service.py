@@ -180,6 +180,7 @@ class ChatService:
             begun=accepted.begun,
         )  # fmt: skip
         self.enqueue(item)
+        self._start_ready()
         if item.begun is not None and item.shown_position is not None:  # the room went
             await requeue_job(self.store, item.job)  # not running after all: begun when it is
             item.begun = None
@@ -298,16 +299,24 @@ class ChatService:
         """Hand queued jobs, in fair order, to engines as slots free up."""
         while True:
             await self.engines.wait_for_room()
-            job = await self.queue.get()
-            engine = self.engines.lease(_cache_key(job.payload))
-            if engine is None:  # the room went while we waited for a job
-                self.queue.put_back(job)
-                continue
-            self._running[job.id] = job
-            job.payload.started = time.monotonic()
-            task = asyncio.create_task(self._run(job, engine), name=f"parley-job-{job.id}")
-            self._answers.add(task)
-            task.add_done_callback(self._answers.discard)
+            await self.queue.wait()
+            self._start_ready()
+
+    def _start_ready(self) -> None:
+        """Start, in fair order, every queued job an engine has room for right now (also
+        from ``_accept``: a message that can start does so there, no dispatcher turn)."""
+        while self._dispatcher is not None and (head := self.queue.peek()) is not None:
+            engine = self.engines.lease(_cache_key(head.payload))
+            if engine is None:
+                return
+            self._start(self.queue.take(), engine)
+
+    def _start(self, job: QueuedJob[WorkItem], engine: Engine) -> None:
+        self._running[job.id] = job
+        job.payload.started = time.monotonic()
+        task = asyncio.create_task(self._run(job, engine), name=f"parley-job-{job.id}")
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
 
     async def _run(self, job: QueuedJob[WorkItem], engine: Engine) -> None:
         held: list[Engine] = [engine]  # the slot this answer holds, released once
