@@ -286,9 +286,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
          f"Parley ÷ floor: {total['p50'] / results['floor']['p50']:.2f} / "
          f"{total['p99'] / results['floor']['p99']:.2f}"),
         ("bot: … update → engine request p50 / p99",
-         f"{ingress['p50']:.1f} / {ingress['p99']:.1f} ms", ""),
+         f"{ingress['p50']:.1f} / {ingress['p99']:.1f} ms",
+         f"floor p50 {results['floor']['ingress_p50']:.1f} ms"),
         ("bot: … final token → final edit p50 / p99",
-         f"{egress['p50']:.1f} / {egress['p99']:.1f} ms", ""),
+         f"{egress['p50']:.1f} / {egress['p99']:.1f} ms",
+         f"floor p50 {results['floor']['egress_p50']:.1f} ms"),
     ]  # fmt: skip
     lengths = results["lengths"]
     cpu = " / ".join(f"{lengths[str(n)]['cpu_ms_per_message']:.0f}" for n in LENGTHS)

@@ -75,7 +75,8 @@ async def measure(
     users: range, count: int, tokens: int,
 ) -> dict[str, float]:  # fmt: skip
     """The relay through ``count`` messages from each of ``users`` at once (as the overhead
-    phase): p50/p99 of (engine request - update handed out) + (reply sent - final event)."""
+    phase): p50/p99 of (engine request - update handed out) + (reply sent - final event), and
+    the p50 of each half."""
     from bench.bot_load import conversations, percentile, start_bot, tag_of, words
 
     command = [sys.executable, str(Path(__file__).resolve())]
@@ -96,13 +97,17 @@ async def measure(
         (int(c.params["chat_id"]), int(c.params["reply_parameters"]["message_id"])): c.at
         for c in emu.requests[first_call:] if c.method == "sendMessage"
     }  # fmt: skip
-    totals = []
+    totals, ingress, egress = [], [], []
     for (user, index), message in sent.items():
         run = runs[(user, index)]
         assert run.finish is not None
-        ingress = run.received - emu.handed_out[(user, message.message_id)]
-        totals.append((ingress + replied[(user, message.message_id)] - run.finish) * 1000)
-    return {"p50": percentile(totals, 50), "p99": percentile(totals, 99), "messages": len(totals)}
+        ingress.append((run.received - emu.handed_out[(user, message.message_id)]) * 1000)
+        egress.append((replied[(user, message.message_id)] - run.finish) * 1000)
+        totals.append(ingress[-1] + egress[-1])
+    return {
+        "p50": percentile(totals, 50), "p99": percentile(totals, 99), "messages": len(totals),
+        "ingress_p50": percentile(ingress, 50), "egress_p50": percentile(egress, 50),
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

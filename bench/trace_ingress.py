@@ -7,7 +7,7 @@ p50/p90/max of each step:
 
 - handed → handle: the getUpdates answer parsed by python-telegram-bot, the handler reached
 - handle → accept: the checks before the store (limits, queue room)
-- accept: the message and its job committed (one aiosqlite round trip)
+- accept: the message and its job committed (on the loop, or one aiosqlite round trip)
 - accept → stream: queued, dispatched, the job begun (history read) and fitted
 - stream → engine: the engine request sent and received by the scripted engine
 
