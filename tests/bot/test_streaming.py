@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -23,6 +22,7 @@ from tests.adapters.discord_harness import serve
 from tests.emulators.scripted_engine import ScriptedEngine
 
 ANSWER = " ".join(f"word{i}" for i in range(400))
+ASK = [{"role": "user", "content": "a long story"}]
 
 
 class Deltas:
@@ -76,69 +76,51 @@ async def _engine_saw_cancel(engine: ScriptedEngine) -> None:
 
 
 async def test_a_stop_ends_the_stream_in_the_jobs_own_task(
-    scripted: tuple[ScriptedEngine, EngineClient], tmp_path: Path
+    scripted: tuple[ScriptedEngine, EngineClient], store: Store
 ) -> None:
     engine, client = scripted
-    store = await Store.open(tmp_path / "bot.db")
-    try:
-        sink = Deltas()
-        job = await _job(store, sink)
+    sink = Deltas()
+    job = await _job(store, sink)
 
-        async def the_job() -> tuple[object, int]:
-            messages = [{"role": "user", "content": "hi"}]
-            result = await stream_answer(client, Sampling(max_tokens=400), job, messages)
-            current = asyncio.current_task()
-            assert current is not None
-            await asyncio.sleep(0.05)  # the job's task goes on awaiting (to store the answer)
-            return result, current.cancelling()
+    async def the_job() -> tuple[object, int]:
+        result = await stream_answer(client, Sampling(max_tokens=400), job, ASK)
+        current = asyncio.current_task()
+        assert current is not None
+        await asyncio.sleep(0.05)  # the job's task goes on awaiting (to store the answer)
+        return result, current.cancelling()
 
-        streaming = asyncio.ensure_future(the_job())
-        await asyncio.wait_for(sink.first.wait(), 10)
-        job.cancelled.set()
-        result, cancelling = await asyncio.wait_for(streaming, 5)
-        assert result == ("stopped", None, None)
-        assert cancelling == 0  # the stop's cancellation was taken back, none left pending
-        assert sink.text and ANSWER.startswith(sink.text) and len(sink.text) < len(ANSWER)
-        assert "".join(job.payload.reply_text) == sink.text  # the partial text, kept
-        await _engine_saw_cancel(engine)
-    finally:
-        await store.close()
+    streaming = asyncio.ensure_future(the_job())
+    await asyncio.wait_for(sink.first.wait(), 10)
+    job.cancelled.set()
+    result, cancelling = await asyncio.wait_for(streaming, 5)
+    assert result == ("stopped", None, None)
+    assert cancelling == 0  # the stop's cancellation was taken back, none left pending
+    assert sink.text and ANSWER.startswith(sink.text) and len(sink.text) < len(ANSWER)
+    assert "".join(job.payload.reply_text) == sink.text  # the partial text, kept
+    await _engine_saw_cancel(engine)
 
 
 async def test_a_job_stopped_before_it_streams_sends_no_request(
-    scripted: tuple[ScriptedEngine, EngineClient], tmp_path: Path
+    scripted: tuple[ScriptedEngine, EngineClient], store: Store
 ) -> None:
     engine, client = scripted
-    store = await Store.open(tmp_path / "bot.db")
-    try:
-        job = await _job(store, Deltas())
-        job.cancelled.set()
-        result = await stream_answer(client, Sampling(), job, [{"role": "user", "content": "hi"}])
-        assert result == ("stopped", None, None)
-        assert engine.requests == []
-    finally:
-        await store.close()
+    job = await _job(store, Deltas())
+    job.cancelled.set()
+    assert await stream_answer(client, Sampling(), job, ASK) == ("stopped", None, None)
+    assert engine.requests == []
 
 
 async def test_a_cancellation_from_elsewhere_is_not_swallowed(
-    scripted: tuple[ScriptedEngine, EngineClient], tmp_path: Path
+    scripted: tuple[ScriptedEngine, EngineClient], store: Store
 ) -> None:
     engine, client = scripted
-    store = await Store.open(tmp_path / "bot.db")
-    try:
-        sink = Deltas()
-        job = await _job(store, sink)
-        streaming = asyncio.ensure_future(
-            stream_answer(
-                client, Sampling(max_tokens=400), job, [{"role": "user", "content": "hi"}]
-            )
-        )
-        await asyncio.wait_for(sink.first.wait(), 10)
-        streaming.cancel()  # as asyncio does to every task at shutdown
-        with pytest.raises(asyncio.CancelledError):
-            await streaming
-        await _engine_saw_cancel(engine)
-        job.cancelled.set()  # a stop after the task ended touches nothing
-        await asyncio.sleep(0.05)
-    finally:
-        await store.close()
+    sink = Deltas()
+    job = await _job(store, sink)
+    streaming = asyncio.ensure_future(stream_answer(client, Sampling(max_tokens=400), job, ASK))
+    await asyncio.wait_for(sink.first.wait(), 10)
+    streaming.cancel()  # as asyncio does to every task at shutdown
+    with pytest.raises(asyncio.CancelledError):
+        await streaming
+    await _engine_saw_cancel(engine)
+    job.cancelled.set()  # a stop after the task ended touches nothing
+    await asyncio.sleep(0.05)
