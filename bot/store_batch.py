@@ -57,6 +57,9 @@ class GroupCommit:
             outcome = commit_now(self._db._conn, work) if on_loop else None
             if outcome is not None:
                 self.on_loop += 1
+                # an await that never yields would let a loop of writes starve every other
+                # task (and the threads' callbacks): give them their turn, as the thread does
+                await asyncio.sleep(0)
             else:
                 async with self._lock:
                     (outcome,) = await self._on_thread([work])

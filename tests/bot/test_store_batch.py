@@ -121,3 +121,15 @@ async def test_a_write_asked_for_now_never_waits_on_the_loop_for_another_writer(
     assert await store.atomic(_where("free again", threads), now=True) == "free again"
     assert store._commits.on_loop == 1  # the lock is free: on the loop again
     assert _stored(tmp_path / "parley.db") == {"blocked", "free again"}
+
+
+async def test_writes_asked_for_now_still_let_other_tasks_run(store: Store) -> None:
+    """A loop of writes must not starve the loop: a backup finishing on its thread, say,
+    is heard of (its callback runs) while they go on."""
+    heard = asyncio.Event()
+    asyncio.get_running_loop().call_soon(heard.set)
+    for n in range(1000):
+        if heard.is_set():
+            break
+        await store.atomic(_put(f"k{n}"), now=True)
+    assert heard.is_set() and n < 5
