@@ -120,11 +120,11 @@ class ChatService:
         """Stop the workers: no new answer starts; running ones get ``grace`` s to finish.
         The rest end as "stopped", or (``resumable``, a restart) go back to the queue with a
         note, to be written again in the same message by the next start (bot/resume.py)."""
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
+        if (dispatcher := self._dispatcher) is not None:
+            self._dispatcher = None  # from here on _start_ready starts nothing
+            dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
-            self._dispatcher = None
+                await dispatcher
         deadline = time.monotonic() + grace
         while self._running and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -41,9 +41,9 @@ class Checkpointer:
         self._running: asyncio.Task[None] | None = None
         self._db: sqlite3.Connection | None = None
 
-    def committed(self, count: int = 1) -> None:
-        """``count`` transactions were committed; start a checkpoint if one is due."""
-        self._since += count
+    def committed(self) -> None:
+        """A transaction was committed; start a checkpoint if one is due."""
+        self._since += 1
         if self._since >= self.every and self._running is None:
             self._since = 0
             self._running = asyncio.create_task(self._checkpoint(), name="parley-checkpoint")

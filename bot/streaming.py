@@ -57,7 +57,6 @@ async def stream_answer(
             raise  # cancelled from elsewhere (shutdown): not ours to swallow
         return "stopped", ended[0] if ended else None, None
     except Exception as exc:
-        stop.disarm()
         if not isinstance(exc, ParleyError):
             log.error("stream failed", exc_info=exc)
         return "error", None, exc
