@@ -12,6 +12,7 @@ import logging
 import secrets
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,11 +34,15 @@ from bot.metrics import create_metrics_app, labelled
 from bot.resume import resume_jobs
 from bot.service import MODEL_KEY, ChatService
 from bot.settings import DEMO_MODEL, Settings
+from bot.stop_watchdog import StopWatchdog
 from bot.store import Store
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0  # seconds running answers get to finish when the bot is stopped
+# seconds after which a stop that has not finished ends the process (bot/stop_watchdog.py):
+# past the sum of its graces (answers, final texts, the engine's), under a service manager's
+STOP_DEADLINE = 40.0
 
 
 @dataclass(frozen=True)
@@ -185,22 +190,36 @@ class Parley:
         return admin_socket_path(self.settings)
 
     async def close(self) -> None:
-        if self.metrics_runner is not None:
-            await self.metrics_runner.cleanup()
-        if self.admin_runner is not None:
-            await self.admin_runner.cleanup()
-            self.admin_socket.unlink(missing_ok=True)
-            token_path(self.admin_socket).unlink(missing_ok=True)
-        if self.service is not None:
-            await self.service.stop()
-        if self.engines is not None:
-            await self.engines.stop()
-        if self.engine is not None:
-            await self.engine.stop()
-        if self.store is not None:
-            await self.store.close()
-        if self.session is not None:
-            await self.session.close()
+        """Close what was started, each part even if one before it failed: a part left open
+        (the store's thread, the engine) would keep the process from ever exiting."""
+        metrics, admin, service = self.metrics_runner, self.admin_runner, self.service
+        engines, engine, store, session = self.engines, self.engine, self.store, self.session
+        await close_all([
+            ("the metrics server", None if metrics is None else metrics.cleanup),
+            ("the admin socket", None if admin is None else self._close_admin),
+            ("the answers", None if service is None else service.stop),
+            ("the engines' watchers", None if engines is None else engines.stop),
+            ("the local engine", None if engine is None else engine.stop),
+            ("the store", None if store is None else store.close),
+            ("the HTTP session", None if session is None else session.close),
+        ])  # fmt: skip
+
+    async def _close_admin(self) -> None:
+        assert self.admin_runner is not None
+        await self.admin_runner.cleanup()
+        self.admin_socket.unlink(missing_ok=True)
+        token_path(self.admin_socket).unlink(missing_ok=True)
+
+
+async def close_all(parts: list[tuple[str, Callable[[], Awaitable[object]] | None]]) -> None:
+    """Await each part's close in order (None: never started), logging any that fails."""
+    for name, close in parts:
+        if close is None:
+            continue
+        try:
+            await close()
+        except Exception:
+            log.exception("closing %s failed", name)
 
 
 async def serve_metrics(app: Parley, host: str, port: int) -> tuple[web.AppRunner, str]:
@@ -276,7 +295,8 @@ class PlatformAdapter(Protocol):
 async def run_platforms(
     settings: Settings, service: ChatService, info: dict[str, Any] | None = None
 ) -> int:
-    """Run every platform with a token until SIGINT/SIGTERM, then stop them cleanly."""
+    """Run every platform with a token until SIGINT/SIGTERM, then stop them cleanly. The
+    process's last act: from the signal on, it ends within STOP_DEADLINE s, however stuck."""
     adapters: list[PlatformAdapter] = []
     if settings.telegram_token is not None:
         from adapters.telegram import TelegramAdapter
@@ -305,6 +325,7 @@ async def run_platforms(
         print(f"Parley is answering on {names} with {service.model}. Ctrl-C stops.", flush=True)
         await stop.wait()
     finally:
+        StopWatchdog(STOP_DEADLINE).arm()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         # while the platforms are up: answers being written get SHUTDOWN_GRACE s, the rest

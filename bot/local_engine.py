@@ -31,7 +31,7 @@ import aiohttp
 
 from bot.engine_client import EngineClient
 from bot.errors import EngineUnavailable, ModelUnavailable
-from bot.log_file import RotatingLog
+from bot.log_file import RotatingLog, copy_stream
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +185,7 @@ class LocalEngine:
         """Keep the engine's log in a rotating file (and its last lines for error messages)."""
         assert self._proc is not None and self._proc.stderr is not None
         with RotatingLog(self.log_path) as sink:
-            async for raw in self._proc.stderr:
-                line = raw.decode("utf-8", "replace")
-                sink.write(line)
-                if line.strip():
-                    self._stderr_tail.append(line.strip())
+            await copy_stream(self._proc.stderr, sink, self._stderr_tail)
 
     def _failure(self) -> EngineUnavailable:
         assert self._proc is not None

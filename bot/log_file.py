@@ -4,10 +4,19 @@ without end (one INFO line per answer, plus whatever llama.cpp says)."""
 
 from __future__ import annotations
 
+import asyncio
+import codecs
+import contextlib
+import logging
+from collections import deque
 from pathlib import Path
 from typing import TextIO
 
+log = logging.getLogger(__name__)
+
 ROTATE_AT = 20 * 2**20  # bytes; the previous file is kept as engine.log.1
+CHUNK = 2**16  # bytes read at a time
+TAIL_LINE = 2000  # characters of a line kept in the tail (error messages quote it)
 
 
 class RotatingLog:
@@ -43,3 +52,32 @@ class RotatingLog:
     def _open(self) -> None:
         self._file = self.path.open("a", encoding="utf-8")
         self._size = self.path.stat().st_size
+
+
+async def copy_stream(stream: asyncio.StreamReader, sink: RotatingLog, tail: deque[str]) -> None:
+    """Copy ``stream`` into ``sink`` as it comes until it ends, its last lines kept in ``tail``.
+
+    It reads chunks, not lines: a line past the stream's 64 KiB limit would end a line-by-line
+    copy (ValueError), and a child writing to a pipe no one reads freezes once it is full.
+    For the same reason a failing file (a full disk) only stops the copying, not the reading.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    line = ""  # the line being read, its first TAIL_LINE characters
+    writing = True
+    while chunk := await stream.read(CHUNK):
+        text = decoder.decode(chunk)
+        *ended, rest = (line + text).split("\n")
+        tail.extend(kept for whole in ended if (kept := whole.strip()[:TAIL_LINE]))
+        line = rest[: TAIL_LINE * 2]
+        if writing:
+            try:
+                sink.write(text)
+            except OSError as exc:
+                log.error("the engine's log cannot be written (%s); its output is dropped", exc)
+                writing = False
+    end = decoder.decode(b"", final=True)  # a character cut off at the very end
+    if writing and end:
+        with contextlib.suppress(OSError):
+            sink.write(end)
+    if kept := (line + end).strip()[:TAIL_LINE]:
+        tail.append(kept)

@@ -82,6 +82,12 @@ def stop_budget() -> float:
     )
 
 
+def stop_deadline() -> float:
+    """Seconds after which a stop still under way ends the process, saying where it was
+    stuck (bot/stop_watchdog.py): a service manager's SIGKILL must come after it."""
+    return _module_constant("bot/app.py", "STOP_DEADLINE")
+
+
 def seconds(value: object) -> float:
     """A Compose (``1m30s``) or systemd (``90``, ``1min 30s``) duration in seconds."""
     units = {"": 1, "us": 1e-6, "ms": 1e-3, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
@@ -326,8 +332,8 @@ def compose_problems(text: str) -> Problems:
         problems.append("the metrics port is not published")
     if service.get("restart") != "unless-stopped":
         problems.append("restart is not unless-stopped")
-    if seconds(service.get("stop_grace_period", "10s")) <= stop_budget():
-        problems.append(f"stop_grace_period is not above the bot's {stop_budget():g} s stop")
+    if seconds(service.get("stop_grace_period", "10s")) <= stop_deadline():
+        problems.append(f"stop_grace_period is not above the bot's {stop_deadline():g} s stop")
     if service.get("stop_signal", "SIGTERM") != "SIGTERM":
         problems.append("stop_signal is not SIGTERM")
     test = (service.get("healthcheck") or {}).get("test")
@@ -387,8 +393,8 @@ def unit_problems(text: str) -> Problems:
             problems.append(f"{key} is {last.get(key)!r}, expected {wanted}")
     if str(EX_CONFIG) not in last.get("RestartPreventExitStatus", "").split():
         problems.append(f"a configuration error (exit {EX_CONFIG}) is restarted forever")
-    if seconds(last.get("TimeoutStopSec", "90")) <= stop_budget():
-        problems.append(f"TimeoutStopSec is not above the bot's {stop_budget():g} s stop")
+    if seconds(last.get("TimeoutStopSec", "90")) <= stop_deadline():
+        problems.append(f"TimeoutStopSec is not above the bot's {stop_deadline():g} s stop")
     return problems
 
 
@@ -477,7 +483,7 @@ def test_each_check_can_fail(name: str, old: str, new: str) -> None:
 
 def test_the_stop_budget_is_read_from_the_code() -> None:
     # 5 s for running answers + 10 s for final edits + 10 s for the engine, as of writing
-    assert 0 < stop_budget() < 60
+    assert 0 < stop_budget() < stop_deadline() < 60
 
 
 @pytest.mark.parametrize("value", ["60s", "1m", "60", "1min", "0.5m30s"])
