@@ -2,11 +2,12 @@
 
 Counting uses the engine's own tokenizer and chat template (``/tokenize``), so the budget is
 exact. When an upper bound already proves the conversation fits (``ScaffoldBound``: every
-token of content text covers at least one UTF-8 byte), the count is skipped: most turns of
-most chats are far below the context, and each count is an HTTP round trip plus the engine
-tokenizing the whole history. The oldest turns go first; the system prompt and the current
-message are never dropped. A current message that cannot fit even alone is refused with the
-numbers.
+token of content text covers at least one UTF-8 byte; ``KnownPrefix``: the engine's count of
+the conversation's last prompt, plus that bound on what came since), the count is skipped:
+most turns of most chats are far below the context, and each count is an HTTP round trip
+plus the engine tokenizing the whole history. The oldest turns go first; the system prompt
+and the current message are never dropped. A current message that cannot fit even alone is
+refused with the numbers.
 """
 
 from __future__ import annotations
@@ -51,6 +52,22 @@ class ScaffoldBound:
         return self.fixed + MARGIN + PER_MESSAGE * len(messages) + content
 
 
+@dataclass(frozen=True)
+class KnownPrefix:
+    """The engine's own count (``tokens``, from its usage) of an earlier prompt of this
+    conversation: the same system prompt and its first ``turns`` history messages, with the
+    template's generation prompt. What came after is bounded as ``ScaffoldBound`` does it."""
+
+    turns: int
+    tokens: int
+
+    def bound(self, history: Sequence[dict[str, str]]) -> int:
+        """An upper bound on the prompt of ``history``, which starts with those turns."""
+        later = history[self.turns :]
+        content = sum(len(m["content"].encode()) + 1 for m in later)
+        return self.tokens + MARGIN + PER_MESSAGE * len(later) + content
+
+
 ESTIMATE_BYTES_PER_TOKEN = 2.5  # real tokenizers average ~4 bytes of English a token
 ESTIMATE_FIXED = 32  # a template's fixed tokens, generously
 
@@ -78,11 +95,13 @@ async def fit_conversation(
     max_tokens: int,
     count_tokens: CountTokens,
     bound: ScaffoldBound | None = None,
+    known: KnownPrefix | None = None,
 ) -> FittedConversation:
     """``history`` ends with the current user message. Budget: n_ctx - max_tokens.
 
-    Costs nothing when ``bound`` proves everything fits, one token count when it fits
-    anyway, and a binary search (log2 of the history length) when older turns must go.
+    Costs nothing when ``bound`` or ``known`` (an earlier prompt's count, with the same
+    system prompt) proves everything fits, one token count when it fits anyway, and a binary
+    search (log2 of the history length) when older turns must go.
     """
     if not history:
         raise ValueError("history must end with the current message")
@@ -91,6 +110,8 @@ async def fit_conversation(
     turns = [{"role": t.role, "content": t.content} for t in history]
 
     if bound is not None and (upper := bound.tokens(system + turns)) <= budget:
+        return FittedConversation(system + turns, upper, 0, counted=False)
+    if known is not None and known.turns <= len(turns) and (upper := known.bound(turns)) <= budget:
         return FittedConversation(system + turns, upper, 0, counted=False)
     sizes: dict[int, int] = {}
 

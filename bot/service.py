@@ -29,6 +29,7 @@ from bot.limits import UserLimits
 from bot.log_context import request_id_bound
 from bot.metrics import METRICS, TokenRate
 from bot.model_catalog import resolve_model
+from bot.prompt_sizes import PromptSizes
 from bot.queue import FairQueue, QueuedJob
 from bot.reply_tasks import Deliveries, show_positions
 from bot.store import Store
@@ -93,6 +94,7 @@ class ChatService:
         self._positions: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._written = TokenRate()
+        self._prompt_sizes = PromptSizes()
         self.allowed_at_runtime: set[tuple[str, str]] = set()  # `parley admin users allow`
         self.started_at = time.time()
 
@@ -340,8 +342,9 @@ class ChatService:
         engine has room (``held`` always names the slot to release)."""
         item = job.payload
         begun = item.begun or await begin_job(self.store, item.job, SYSTEM_PROMPT_KEY)
-        system = begun.system_prompt
+        system = self.system_prompt if begun.system_prompt is None else begun.system_prompt
         turns = [Turn(m.role, m.content) for m in begun.history]
+        ids, sizes = [m.id for m in begun.history], self._prompt_sizes
         for attempt in range(1, ENGINE_ATTEMPTS + 1):
             last = attempt == ENGINE_ATTEMPTS
             try:
@@ -355,10 +358,10 @@ class ChatService:
                     held.append(again)
                 engine = held[0]
                 fitted = await fit_conversation(
-                    self.system_prompt if system is None else system, turns,
-                    n_ctx=engine.n_ctx, max_tokens=self.sampling.max_tokens,
+                    system, turns, n_ctx=engine.n_ctx, max_tokens=self.sampling.max_tokens,
                     count_tokens=engine.client.count_tokens,
                     bound=await self.engines.scaffold_bound(engine),
+                    known=sizes.known(item.conversation.id, engine.model, system, ids),
                 )  # fmt: skip
             except EngineUnavailable as exc:
                 if held:  # out of rotation, its slot given back
@@ -373,6 +376,10 @@ class ChatService:
             state, end, failure = await stream_answer(
                 engine.client, self.sampling, job, fitted.messages
             )
+            if end is not None and not fitted.dropped:  # the next turn's fit starts from it
+                sizes.remember(
+                    item.conversation.id, engine.model, system, ids, end.usage.prompt_tokens
+                )
             if state == "stopped" and item.paused:
                 await self._pause(item)
                 return

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Sequence
 import aiohttp
 import pytest
 
-from bot.conversation import Turn, fit_conversation, measure_scaffold
-from bot.engine_client import EngineClient
+from bot.conversation import KnownPrefix, Turn, fit_conversation, measure_scaffold
+from bot.engine_client import EngineClient, Sampling, StreamEnd
 from bot.errors import TooLong
 from tests.engine_process import EngineProcess
 
@@ -113,3 +113,55 @@ async def test_a_conversation_the_bound_proves_fits_is_not_counted(client: Engin
         "Be brief.", history(12), n_ctx=512, max_tokens=64, count_tokens=count, bound=bound
     )
     assert counted and long.dropped > 0  # near the limit it counts exactly again
+
+
+async def engine_count(client: EngineClient, messages: list[dict[str, str]]) -> int:
+    """The prompt's size as the engine reports it in an answer's usage (what the service
+    remembers for the next turn)."""
+    async for piece in client.stream_chat(messages, Sampling(max_tokens=1), cache_key=None):
+        if isinstance(piece, StreamEnd):
+            return piece.usage.prompt_tokens
+    raise AssertionError("the answer ended without usage")
+
+
+async def test_an_earlier_prompts_count_bounds_the_next_never_below_the_real_count(
+    client: EngineClient,
+) -> None:
+    for system in ("", "Be brief."):
+        head = [{"role": "system", "content": system}] if system else []
+        for i, text in enumerate(TEXTS):
+            asked = [{"role": "user", "content": text[:200] or "?"}]  # fits the test's context
+            known = KnownPrefix(1, await engine_count(client, head + asked))
+            for answer, question in ((TEXTS[-1 - i], text + "?"), ("", "?"), ("a", "")):
+                turns = [
+                    *asked, {"role": "assistant", "content": answer},
+                    {"role": "user", "content": question},
+                ]  # fmt: skip
+                real = await client.count_tokens(head + turns)
+                assert known.bound(turns) >= real, (system, i, answer, question)
+
+
+async def test_a_conversation_an_earlier_count_proves_fits_is_not_counted(
+    client: EngineClient,
+) -> None:
+    counted: list[int] = []
+
+    async def count(messages: Sequence[dict[str, str]]) -> int:
+        counted.append(len(messages))
+        return await client.count_tokens(messages)
+
+    turns = history(8, words=10)  # ~1,100 bytes: past what the byte bound can prove in 448
+    system = [{"role": "system", "content": "Be brief."}]
+    earlier = [{"role": t.role, "content": t.content} for t in turns[:-2]]
+    known = KnownPrefix(len(earlier), await engine_count(client, system + earlier))
+    bound = await measure_scaffold(client.count_tokens)
+    fitted = await fit_conversation(
+        "Be brief.", turns, n_ctx=512, max_tokens=64, count_tokens=count, bound=bound,
+        known=known,
+    )  # fmt: skip
+    assert counted == [] and fitted.dropped == 0 and not fitted.counted
+    assert fitted.prompt_tokens >= await client.count_tokens(fitted.messages)
+    without = await fit_conversation(
+        "Be brief.", turns, n_ctx=512, max_tokens=64, count_tokens=count, bound=bound
+    )
+    assert counted and without.dropped == 0  # the byte bound alone could not tell

@@ -42,6 +42,7 @@ class ScriptedEngine:
         self.peak_busy = 0  # most answers streamed at once
         self.requests: list[dict[str, Any]] = []
         self.cancelled = 0
+        self.tokenized = 0  # /tokenize calls
         self.runs: list[Run] = []
         # Awaited after the last token, before the final event (e.g. to let a platform's pacing
         # pass, so what follows the final event can be timed on its own).
@@ -67,9 +68,9 @@ class ScriptedEngine:
 
     async def _tokenize(self, request: web.Request) -> web.Response:
         body = await request.json()
-        text = body.get("content") or " ".join(m["content"] for m in body.get("messages", []))
-        count = len(text.split()) + 4 * len(body.get("messages", []))
-        return web.json_response({"tokens": list(range(count)), "pieces": []})
+        self.tokenized += 1
+        tokens = len(body["content"].split()) if "content" in body else count(body["messages"])
+        return web.json_response({"tokens": list(range(tokens)), "pieces": []})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         received = time.perf_counter()
@@ -107,11 +108,16 @@ class ScriptedEngine:
     ) -> list[dict[str, Any]]:
         """Parley's last chunk: the finish reason with usage and timings on it."""
         usage = {
-            "prompt_tokens": 10, "completion_tokens": completion_tokens, "cached_tokens": 0,
-            "prompt_ms": 1.0, "decode_ms": seconds * 1000,
+            "prompt_tokens": count(body["messages"]), "completion_tokens": completion_tokens,
+            "cached_tokens": 0, "prompt_ms": 1.0, "decode_ms": seconds * 1000,
         }  # fmt: skip
         return [{"model": "scripted", "usage": usage,
                  "choices": [{"delta": {}, "finish_reason": "stop"}]}]  # fmt: skip
+
+
+def count(messages: list[dict[str, str]]) -> int:
+    """The prompt's tokens: its words, and 4 for each message's template."""
+    return sum(len(m["content"].split()) + 4 for m in messages)
 
 
 async def _event(response: web.StreamResponse, payload: dict[str, Any]) -> None:
