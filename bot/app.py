@@ -32,7 +32,8 @@ from bot.limits import UserLimits
 from bot.local_engine import LocalEngine
 from bot.metrics import create_metrics_app, labelled
 from bot.resume import resume_jobs
-from bot.service import MODEL_KEY, ChatService
+from bot.service import ChatService
+from bot.service_calls import MODEL_KEY
 from bot.settings import DEMO_MODEL, Settings
 from bot.stop_watchdog import StopWatchdog
 from bot.store import Store

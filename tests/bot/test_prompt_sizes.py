@@ -4,25 +4,13 @@ trusted for the same model, system prompt and history."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import aiohttp
-import pytest
-
 from bot.conversation import KnownPrefix
-from bot.engine_client import Sampling
-from bot.incoming import Incoming
 from bot.prompt_sizes import PromptSizes
 from bot.service import ChatService
-from bot.store import Store
-from tests.adapters.discord_harness import serve
-from tests.bot.pools import started_pool
-from tests.bot.test_service import Recorder
+from tests.bot.scripted_service import ask, scripted
 from tests.emulators.scripted_engine import ScriptedEngine
 
-ANSWER = " ".join(f"word{i}" for i in range(40))  # 40 tokens, ~300 bytes
+__all__ = ["scripted"]  # the fixture
 
 
 def test_a_count_is_reused_only_for_the_same_model_system_prompt_and_history() -> None:
@@ -56,30 +44,6 @@ def test_the_bound_adds_what_came_since_to_the_known_count() -> None:
     history = [{"role": "user", "content": "counted already"}, *later]
     # 16 margin + 8 a message + its UTF-8 bytes + 1 each
     assert known.bound(history) == 100 + 16 + (8 + 6 + 1) + (8 + 2 + 1)
-
-
-@pytest.fixture
-async def scripted(tmp_path: Path) -> AsyncIterator[tuple[ScriptedEngine, ChatService]]:
-    engine = ScriptedEngine(ANSWER, tokens_per_second=2000, n_ctx=1000)
-    async with serve(engine.app()) as url, aiohttp.ClientSession() as session:
-        store = await Store.open(tmp_path / "bot.db")
-        service = ChatService(
-            store, await started_pool(url, session), sampling=Sampling(max_tokens=60),
-            system_prompt="Be brief.", max_pending_per_user=3, max_pending_total=10,
-        )  # fmt: skip
-        service.start()
-        yield engine, service
-        await service.stop()
-        await service.engines.stop()
-        await store.close()
-
-
-async def ask(service: ChatService, text: str) -> Recorder:
-    sink = Recorder([], text)
-    await service.handle(Incoming("test", "chat-1", "alice", "Alice", text, sink))
-    await asyncio.wait_for(sink.done.wait(), 30)
-    assert sink.outcome is not None and sink.outcome.state == "done", sink.outcome
-    return sink
 
 
 async def test_a_long_conversation_is_not_tokenized_on_every_turn(

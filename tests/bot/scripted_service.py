@@ -1,0 +1,47 @@
+"""A ``ChatService`` answering from the scripted engine over loopback HTTP, with a real
+SQLite store: for tests of what the service does around the engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.engine_client import Sampling
+from bot.incoming import Incoming
+from bot.service import ChatService
+from bot.store import Store
+from tests.adapters.discord_harness import serve
+from tests.bot.pools import started_pool
+from tests.bot.test_service import Recorder
+from tests.emulators.scripted_engine import ScriptedEngine
+
+ANSWER = " ".join(f"word{i}" for i in range(40))  # 40 tokens, ~300 bytes
+
+
+@pytest.fixture
+async def scripted(tmp_path: Path) -> AsyncIterator[tuple[ScriptedEngine, ChatService]]:
+    engine = ScriptedEngine(ANSWER, tokens_per_second=2000, n_ctx=1000)
+    async with serve(engine.app()) as url, aiohttp.ClientSession() as session:
+        store = await Store.open(tmp_path / "bot.db")
+        service = ChatService(
+            store, await started_pool(url, session), sampling=Sampling(max_tokens=60),
+            system_prompt="Be brief.", max_pending_per_user=3, max_pending_total=10,
+        )  # fmt: skip
+        service.start()
+        yield engine, service
+        await service.stop()
+        await service.engines.stop()
+        await store.close()
+
+
+async def ask(service: ChatService, text: str, sink: Recorder | None = None) -> Recorder:
+    """``text`` from Alice, once its answer is shown (to ``sink``, if given)."""
+    sink = sink or Recorder([], text)
+    await service.handle(Incoming("test", "chat-1", "alice", "Alice", text, sink))
+    await asyncio.wait_for(sink.done.wait(), 30)
+    assert sink.outcome is not None and sink.outcome.state == "done", sink.outcome
+    return sink
