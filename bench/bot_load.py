@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import sqlite3
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -61,6 +62,16 @@ def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (``q`` in 0..100): an observed value, never interpolated."""
     ordered = sorted(values)
     return ordered[max(0, min(len(ordered) - 1, math.ceil(len(ordered) * q / 100) - 1))]
+
+
+def burst_means(keys: Iterable[Key], totals: list[float]) -> tuple[float, float]:
+    """Mean of the users' first messages (all sent at the same instant, so handed out in one
+    getUpdates answer) and of the later ones; ``keys`` in the order of ``totals``."""
+    first: list[float] = []
+    later: list[float] = []
+    for (_, index), total in zip(keys, totals, strict=True):
+        (first if index == 0 else later).append(total)
+    return statistics.fmean(first), statistics.fmean(later) if later else math.nan
 
 
 @contextlib.asynccontextmanager
