@@ -62,10 +62,9 @@ class KnownPrefix:
     tokens: int
 
     def bound(self, history: Sequence[dict[str, str]]) -> int:
-        """An upper bound on the prompt of ``history``, which starts with those turns."""
-        later = history[self.turns :]
-        content = sum(len(m["content"].encode()) + 1 for m in later)
-        return self.tokens + MARGIN + PER_MESSAGE * len(later) + content
+        """An upper bound on the prompt of ``history``, which starts with those turns: the
+        counted prompt in place of the template's fixed tokens."""
+        return ScaffoldBound(self.tokens).tokens(history[self.turns :])
 
 
 ESTIMATE_BYTES_PER_TOKEN = 2.5  # real tokenizers average ~4 bytes of English a token

@@ -364,9 +364,7 @@ class ChatService(ServiceCalls):
         for _ in range(FINISH_AFTER_TURNS):  # the edit's request is written meanwhile
             await asyncio.sleep(0)
         try:
-            await finish_job(
-                self.store, item.job, JOB_STATUS[outcome.state], reply, outcome.error, now=True
-            )
+            await finish_job(self.store, item.job, JOB_STATUS[outcome.state], reply, outcome.error)
         except Exception:  # shown already; a second, error, reply would contradict it
             log.exception("job %d could not be closed in the store", item.job.id)
         measure(item, outcome, self._written)

@@ -111,11 +111,9 @@ def _begin(db: sqlite3.Connection, job: Job, setting: str) -> Begun:
 
 
 async def finish_job(
-    store: Store, job: Job, status: JobStatus, reply: Reply | None, error: str | None,
-    now: bool = False,
-) -> int | None:  # fmt: skip
-    """Store the reply (if any), close the job and record its usage; the reply's message id.
-    ``now``: on the loop's thread if the connection is free (``Store.atomic``)."""
+    store: Store, job: Job, status: JobStatus, reply: Reply | None, error: str | None
+) -> int | None:
+    """Store the reply (if any), close the job and record its usage; the reply's message id."""
 
     def finish(db: sqlite3.Connection) -> int | None:
         reply_id = None
@@ -134,7 +132,7 @@ async def finish_job(
             )
         return reply_id
 
-    return await store.atomic(finish, now=now)
+    return await store.atomic(finish, now=True)  # no thread to fight the final edit for the GIL
 
 
 async def requeue_job(store: Store, job: Job) -> None:

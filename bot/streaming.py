@@ -40,7 +40,7 @@ async def stream_answer(
     watcher = asyncio.ensure_future(job.cancelled.wait())
     watcher.add_done_callback(stop)
     try:
-        item.asking.set()  # the request is written before anyone waiting on this runs
+        item.asking.set()  # its waiters run once this task yields, the request under way
         stream = engine.stream_chat(
             messages, sampling, cache_key=f"conversation-{item.conversation.id}"
         )

@@ -6,7 +6,8 @@ scripted engine, and a real SQLite store for the job's rows."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import aiohttp
 import pytest
@@ -23,6 +24,7 @@ from tests.emulators.scripted_engine import ScriptedEngine
 
 ANSWER = " ".join(f"word{i}" for i in range(400))
 ASK = [{"role": "user", "content": "a long story"}]
+T = TypeVar("T")
 
 
 class Deltas:
@@ -67,6 +69,18 @@ async def _job(store: Store, sink: Deltas) -> QueuedJob[WorkItem]:
     return QueuedJob(1, item.key, item)
 
 
+async def _streaming(
+    store: Store, answer: Callable[[QueuedJob[WorkItem]], Awaitable[T]]
+) -> tuple[QueuedJob[WorkItem], Deltas, asyncio.Future[T]]:
+    """A job, its sink, and ``answer(job)`` running in a task of its own, once the first
+    text has reached the sink."""
+    sink = Deltas()
+    job = await _job(store, sink)
+    streaming = asyncio.ensure_future(answer(job))
+    await asyncio.wait_for(sink.first.wait(), 10)
+    return job, sink, streaming
+
+
 async def _engine_saw_cancel(engine: ScriptedEngine) -> None:
     for _ in range(200):
         if engine.cancelled == 1 and engine.busy == 0:
@@ -79,18 +93,15 @@ async def test_a_stop_ends_the_stream_in_the_jobs_own_task(
     scripted: tuple[ScriptedEngine, EngineClient], store: Store
 ) -> None:
     engine, client = scripted
-    sink = Deltas()
-    job = await _job(store, sink)
 
-    async def the_job() -> tuple[object, int]:
+    async def the_job(job: QueuedJob[WorkItem]) -> tuple[object, int]:
         result = await stream_answer(client, Sampling(max_tokens=400), job, ASK)
         current = asyncio.current_task()
         assert current is not None
         await asyncio.sleep(0.05)  # the job's task goes on awaiting (to store the answer)
         return result, current.cancelling()
 
-    streaming = asyncio.ensure_future(the_job())
-    await asyncio.wait_for(sink.first.wait(), 10)
+    job, sink, streaming = await _streaming(store, the_job)
     job.cancelled.set()
     result, cancelling = await asyncio.wait_for(streaming, 5)
     assert result == ("stopped", None, None)
@@ -114,10 +125,9 @@ async def test_a_cancellation_from_elsewhere_is_not_swallowed(
     scripted: tuple[ScriptedEngine, EngineClient], store: Store
 ) -> None:
     engine, client = scripted
-    sink = Deltas()
-    job = await _job(store, sink)
-    streaming = asyncio.ensure_future(stream_answer(client, Sampling(max_tokens=400), job, ASK))
-    await asyncio.wait_for(sink.first.wait(), 10)
+    job, _, streaming = await _streaming(
+        store, lambda job: stream_answer(client, Sampling(max_tokens=400), job, ASK)
+    )
     streaming.cancel()  # as asyncio does to every task at shutdown
     with pytest.raises(asyncio.CancelledError):
         await streaming
