@@ -6,6 +6,7 @@ engine``) found through its ``listening on URL`` line, and everything else is HT
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -153,9 +154,11 @@ class EngineClient:
         return int(body["count"]) if "count" in body else len(body["tokens"])
 
     async def stream_chat(
-        self, messages: Sequence[dict[str, str]], sampling: Sampling, cache_key: str | None
+        self, messages: Sequence[dict[str, str]], sampling: Sampling, cache_key: str | None,
+        started: asyncio.Event | None = None,
     ) -> AsyncIterator[str | StreamEnd]:
-        """Yield text deltas, then one StreamEnd. Closing the iterator cancels the request."""
+        """Yield text deltas, then one StreamEnd. Closing the iterator cancels the request.
+        ``started`` is set once the engine has answered the request's headers: it has it."""
         body: dict[str, Any] = {
             "messages": list(messages),
             "stream": True,
@@ -179,6 +182,8 @@ class EngineClient:
             ) as response:  # fmt: skip
                 if response.status != 200:
                     raise EngineRequestError(await _error_message(response))
+                if started is not None:
+                    started.set()
                 model, finish, usage = "", "", None
                 async for raw in response.content:
                     if not raw.startswith(b"data: "):

@@ -42,7 +42,12 @@ log = logging.getLogger(__name__)
 POSITION_EVERY = 2.0  # seconds between updates of the "queued (#n)" statuses
 POSITIONS_SHOWN = 20  # only the first places get updates: a 1,000-deep queue would otherwise
 # cost hundreds of edits a second (Telegram allows a bot about 30 messages a second)
-ASKING_WAIT = 1.0  # seconds a job that starts at once may hold back its placeholder
+# Seconds a job that starts at once holds back its placeholder until the engine has taken its
+# request (answered its headers; Parley's engine does so before evaluating the prompt, some
+# servers only with the first token). Posted first, the placeholder's work in this process and
+# the platform's delayed the engine request's first steps: the users' first messages reached
+# the engine 0.5 ms later (mean, 48 messages, two A/B pairs of bench/bot.py's overhead load).
+ASKING_WAIT = 0.25
 # Loop turns the final edit gets before the answer is stored: its task's first step, aiohttp's
 # body write (a task of its own on Python 3.11), one spare. Final text shown 0.3 ms sooner
 # (p50, two A/B pairs of bench/bot.py's overhead phase) than with the write on the thread.
@@ -188,7 +193,7 @@ class ChatService(ServiceCalls):
         if item.begun is not None and item.shown_position is not None:  # the room went
             await requeue_job(self.store, item.job)  # not running after all: begun when it is
             item.begun = None
-        if item.shown_position is None:  # it starts now: its engine request goes out first
+        if item.shown_position is None:  # it starts now: the engine takes its request first
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(ASKING_WAIT):
                     await item.asking.wait()

@@ -40,9 +40,9 @@ async def stream_answer(
     watcher = asyncio.ensure_future(job.cancelled.wait())
     watcher.add_done_callback(stop)
     try:
-        item.asking.set()  # its waiters run once this task yields, the request under way
         stream = engine.stream_chat(
-            messages, sampling, cache_key=f"conversation-{item.conversation.id}"
+            messages, sampling, cache_key=f"conversation-{item.conversation.id}",
+            started=item.asking,
         )
         async for piece in stream:
             if isinstance(piece, StreamEnd):

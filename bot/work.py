@@ -36,8 +36,8 @@ class WorkItem:
     shown_position: int | None = None
     paused: bool = False  # cancelled by a restart, not by the user: to be written again
     begun: Begun | None = None  # begun when accepted: its history, read in that transaction
-    asking: asyncio.Event = field(default_factory=asyncio.Event)  # the engine request is
-    # going out, or the job ended without one: its placeholder can be posted (bot/service.py)
+    asking: asyncio.Event = field(default_factory=asyncio.Event)  # the engine has taken the
+    # request, or the job ended without one: its placeholder can be posted (bot/service.py)
 
     @property
     def key(self) -> str:

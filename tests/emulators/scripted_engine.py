@@ -22,10 +22,11 @@ from aiohttp import web
 
 @dataclass
 class Run:
-    """One chat request: when it arrived, its first token was sent, its final event was sent."""
+    """One chat request: when it arrived, its headers, first token and final event were sent."""
 
     body: dict[str, Any]
     received: float
+    answered: float | None = None
     first_token: float | None = None
     finish: float | None = None
 
@@ -47,6 +48,9 @@ class ScriptedEngine:
         # Awaited after the last token, before the final event (e.g. to let a platform's pacing
         # pass, so what follows the final event can be timed on its own).
         self.before_finish: Callable[[Run], Awaitable[None]] | None = None
+        # Awaited before the response's headers (as servers that answer only with the first
+        # token do); ``Run.answered`` notes when they went out.
+        self.before_headers: Callable[[Run], Awaitable[None]] | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -79,8 +83,11 @@ class ScriptedEngine:
         run = Run(body, received)
         self.runs.append(run)
         pieces = re.findall(r"\S+\s*|\s+", self.answer)[: body.get("max_tokens") or None]
+        if self.before_headers is not None:
+            await self.before_headers(run)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        run.answered = time.perf_counter()
         self.busy += 1
         self.peak_busy = max(self.peak_busy, self.busy)
         started = time.perf_counter()
