@@ -154,7 +154,10 @@ class EngineClient:
         return int(body["count"]) if "count" in body else len(body["tokens"])
 
     async def stream_chat(
-        self, messages: Sequence[dict[str, str]], sampling: Sampling, cache_key: str | None,
+        self,
+        messages: Sequence[dict[str, str]],
+        sampling: Sampling,
+        cache_key: str | None,
         started: asyncio.Event | None = None,
     ) -> AsyncIterator[str | StreamEnd]:
         """Yield text deltas, then one StreamEnd. Closing the iterator cancels the request.

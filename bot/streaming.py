@@ -41,7 +41,9 @@ async def stream_answer(
     watcher.add_done_callback(stop)
     try:
         stream = engine.stream_chat(
-            messages, sampling, cache_key=f"conversation-{item.conversation.id}",
+            messages,
+            sampling,
+            cache_key=f"conversation-{item.conversation.id}",
             started=item.asking,
         )
         async for piece in stream:
