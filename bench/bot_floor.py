@@ -77,7 +77,7 @@ async def measure(
     """The relay through ``count`` messages from each of ``users`` at once (as the overhead
     phase): p50/p99 of (engine request - update handed out) + (reply sent - final event), and
     the p50 of each half."""
-    from bench.bot_load import burst_means, conversations, percentile, start_bot, tag_of, words
+    from bench.bot_load import conversations, first_means, percentile, start_bot, tag_of, words
 
     command = [sys.executable, str(Path(__file__).resolve())]
     polled_before = len(emu.requests)
@@ -104,11 +104,11 @@ async def measure(
         ingress.append((run.received - emu.handed_out[(user, message.message_id)]) * 1000)
         egress.append((replied[(user, message.message_id)] - run.finish) * 1000)
         totals.append(ingress[-1] + egress[-1])
-    burst, later = burst_means(sent, totals)
+    first, later = first_means(sent, totals)
     return {
         "p50": percentile(totals, 50), "p99": percentile(totals, 99), "messages": len(totals),
         "ingress_p50": percentile(ingress, 50), "egress_p50": percentile(egress, 50),
-        "burst_ratio": burst / later,
+        "first_ratio": first / later,
     }  # fmt: skip
 
 

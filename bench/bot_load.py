@@ -64,9 +64,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, math.ceil(len(ordered) * q / 100) - 1))]
 
 
-def burst_means(keys: Iterable[Key], totals: list[float]) -> tuple[float, float]:
-    """Mean of the users' first messages (all sent at the same instant, so handed out in one
-    getUpdates answer) and of the later ones; ``keys`` in the order of ``totals``."""
+def first_means(keys: Iterable[Key], totals: list[float]) -> tuple[float, float]:
+    """Mean of the users' first messages (each arriving at a bot idle for a while) and of the
+    later ones (each right after the user's last answer); ``keys`` in the order of ``totals``."""
     first: list[float] = []
     later: list[float] = []
     for (_, index), total in zip(keys, totals, strict=True):
