@@ -6,11 +6,10 @@ system-wide monotonic clock, so the bot's and this process's stamps compare), an
 p50/p90/max of each step:
 
 - handed → handle: the getUpdates answer parsed by python-telegram-bot, the handler reached
-- handle → request: the checks, the prompt read and fitted, an engine slot leased (and, for
-  a message that does not go early, the message and its job stored, queued and dispatched)
+- handle → request: the checks, the message and its job stored, queued and dispatched, the
+  job begun (history read) and fitted
 - request → engine: the engine request built, sent and received by the scripted engine
-- accept: the message and its job committed (after the request for a message that goes
-  early, bot/early_answer.py; before it otherwise), not a step of the chain above
+- accept: the message and its job committed (part of handle → request)
 
 A profiling aid, not a benchmark: the wrappers add a few µs a step. Usage:
 python bench/trace_ingress.py [rounds] (8 users × 13 messages a round).

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
-from aiohttp.abc import AbstractStreamWriter
 
 from bot.conversation import estimate_tokens
 from bot.errors import EngineRequestError, EngineUnavailable
@@ -160,11 +159,9 @@ class EngineClient:
         sampling: Sampling,
         cache_key: str | None,
         started: asyncio.Event | None = None,
-        sent: asyncio.Event | None = None,
     ) -> AsyncIterator[str | StreamEnd]:
         """Yield text deltas, then one StreamEnd. Closing the iterator cancels the request.
-        ``sent`` is set once the request is written to the connection, ``started`` once the
-        engine has answered its headers: it has it."""
+        ``started`` is set once the engine has answered the request's headers: it has it."""
         body: dict[str, Any] = {
             "messages": list(messages),
             "stream": True,
@@ -183,8 +180,8 @@ class EngineClient:
             body["model"] = self.model_name
         try:
             async with self._session.post(
-                f"{self.base_url}/v1/chat/completions", data=_Written(body, sent),
-                headers=self._traced(), timeout=_STREAM_TIMEOUT,
+                f"{self.base_url}/v1/chat/completions", json=body, headers=self._traced(),
+                timeout=_STREAM_TIMEOUT,
             ) as response:  # fmt: skip
                 if response.status != 200:
                     raise EngineRequestError(await _error_message(response))
@@ -289,17 +286,3 @@ async def _error_message(response: aiohttp.ClientResponse) -> str:
         return str(body["error"]["message"])
     except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
         return f"engine answered HTTP {response.status}"
-
-
-class _Written(aiohttp.BytesPayload):
-    """A JSON body that sets ``sent`` once it is written (on Python 3.11 aiohttp writes it in a
-    task of its own, so returning from ``post`` does not mean that it went out)."""
-
-    def __init__(self, body: dict[str, Any], sent: asyncio.Event | None) -> None:
-        super().__init__(json.dumps(body).encode(), content_type="application/json")
-        self._sent = sent
-
-    async def write_with_length(self, writer: AbstractStreamWriter, length: int | None) -> None:
-        await super().write_with_length(writer, length)
-        if self._sent is not None:
-            self._sent.set()

@@ -70,13 +70,6 @@ class FairQueue(Generic[T]):
         self._ready.set()
         return self._jobs.index(job) + 1
 
-    def start_now(self, job: QueuedJob[T]) -> None:
-        """Count ``job``, which starts without waiting, as served in fair order (as ``put``
-        then ``take`` would): its user's next job waits its turn behind others'."""
-        self.put(job)
-        self._jobs.remove(job)
-        self._round = job.order[0]
-
     async def get(self) -> QueuedJob[T]:
         """The next job in fair order; waits while the queue is empty."""
         await self.wait()

@@ -1,14 +1,13 @@
 """The chat service: from an adapter's ``Incoming`` to a stored, streamed answer.
 
 ``handle`` checks access and limits, commits the user's message and its job in one
-transaction, and queues the job (one that starts at once in a known conversation sends its
-engine request first, bot/early_answer.py); a dispatcher hands each queued job, in fair
-order, to an engine with a free slot (bot/engine_pool.py), and the job's task fits the
-history into that engine's context, streams the answer into the reply sink, and stores the
-reply with its final status. Showing the final text is the reply's own task: the slot is free
-for the next job as soon as the answer is stored, so a chat's pacing or a platform's 429
-never holds an engine slot idle. Queue positions are shown every ``POSITION_EVERY`` seconds,
-when they changed. Event-loop-only.
+transaction, and queues the job; a dispatcher hands each queued job, in fair order, to an
+engine with a free slot (bot/engine_pool.py), and the job's task fits the history into that
+engine's context, streams the answer into the reply sink, and stores the reply with its
+final status. Showing the final text is the reply's own task: the slot is free for the next
+job as soon as the answer is stored, so a chat's pacing or a platform's 429 never holds an
+engine slot idle. Queue positions are shown every ``POSITION_EVERY`` seconds, when they
+changed. Event-loop-only.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot.conversation import Turn, fit_conversation
-from bot.early_answer import Storing, ask_early
 from bot.engine_client import Sampling
 from bot.engine_pool import Engine, EnginePool
 from bot.errors import EngineUnavailable, ParleyError, QueueFull
@@ -97,7 +95,6 @@ class ChatService(ServiceCalls):
         self.queue: FairQueue[WorkItem] = FairQueue(max_pending_per_user, max_pending_total)
         self._running: dict[int, QueuedJob[WorkItem]] = {}
         self._beginning = 0  # messages being accepted and begun in one transaction
-        self._storing = Storing()  # users whose early-asked message is being stored
         self._dispatcher: asyncio.Task[None] | None = None
         self._answers: set[asyncio.Task[None]] = set()
         self._deliveries = Deliveries()
@@ -174,33 +171,16 @@ class ChatService(ServiceCalls):
             if not await self.store.is_banned(incoming.platform, incoming.user_id):
                 await incoming.reply.notice(refusal)
             return
-        await self._storing.wait_turn(key)  # the user's message before it is stored first
         starts_now = not self.queue and self._beginning < self.engines.room()
-        early = None
-        if starts_now and self._dispatcher is not None:  # its engine request goes out now
-            early = await ask_early(
-                self.store, self.engines, self._prompt_sizes, self.sampling, self.system_prompt,
-                incoming, SYSTEM_PROMPT_KEY, self._storing, key,
-            )  # fmt: skip
-        counted = starts_now and early is None
-        self._beginning += counted  # the room it counts on, until it is queued
+        self._beginning += starts_now  # the room it counts on, until it is queued
         try:
             accepted = await accept_message(
                 self.store, incoming.platform, incoming.user_id, incoming.user_name,
                 incoming.chat_id, incoming.text, incoming.source_ref,
                 begin=SYSTEM_PROMPT_KEY if starts_now else None,
             )  # fmt: skip
-        except BaseException:
-            if early is not None:
-                await early.drop(self.engines)
-            raise
         finally:
-            self._beginning -= counted
-            if early is not None:
-                self._storing.end(key)
-        if early is not None and (accepted is None or self._dispatcher is None):
-            await early.drop(self.engines)  # banned meanwhile, or stopping: it does not start
-            early = None
+            self._beginning -= starts_now
         if accepted is None:
             return  # banned: no answer at all
         METRICS.count("parley_messages_received_total", platform=incoming.platform)
@@ -208,14 +188,8 @@ class ChatService(ServiceCalls):
             incoming, accepted.user, accepted.conversation, accepted.message, accepted.job,
             begun=accepted.begun,
         )  # fmt: skip
-        if early is not None:
-            item.early, item.asking = early, early.started
-            job = QueuedJob(next(self._ids), item.key, item)
-            self.queue.start_now(job)
-            self._start(job, early.engine)
-        else:
-            self.enqueue(item)
-            self._start_ready()
+        self.enqueue(item)
+        self._start_ready()
         if item.begun is not None and item.shown_position is not None:  # the room went
             await requeue_job(self.store, item.job)  # not running after all: begun when it is
             item.begun = None
@@ -263,6 +237,20 @@ class ChatService(ServiceCalls):
                 count += 1
         return count
 
+    # ---- operator calls (parley admin) ----------------------------------------------------
+
+    async def cancel_job(self, job_id: int) -> bool:
+        for job in [*self.queue.jobs_in_order(), *self._running.values()]:
+            if job.payload.job.id == job_id:
+                inc = job.payload.incoming
+                return await self.cancel(inc.platform, inc.chat_id, inc.user_id, only=job_id) > 0
+        return False
+
+    async def cancel_person(self, platform: str, user_id: str) -> int:
+        jobs = [*self.queue.jobs_in_order(), *self._running.values()]
+        chats = {j.payload.incoming.chat_id for j in jobs if j.user == user_key(platform, user_id)}
+        return sum([await self.cancel(platform, chat, user_id) for chat in chats])
+
     # ---- answering --------------------------------------------------------------------
 
     def _running_for(self, key: str) -> int:
@@ -303,9 +291,6 @@ class ChatService(ServiceCalls):
                 outcome = Outcome("error", "", error="internal error; please try again")
                 await self._finish(job.payload, outcome)
         finally:
-            if (early := job.payload.early) is not None:  # never read: close its request
-                job.payload.early = None
-                await early.discard()
             job.payload.asking.set()
             for slot in held:
                 self.engines.release(slot)
@@ -319,10 +304,6 @@ class ChatService(ServiceCalls):
         system = self.system_prompt if begun.system_prompt is None else begun.system_prompt
         turns = [Turn(m.role, m.content) for m in begun.history]
         ids, sizes = [m.id for m in begun.history], self._prompt_sizes
-        early, item.early = item.early, None
-        if early is not None and not early.matches(item.conversation.id, begun, system):
-            await early.discard()  # stored otherwise than read: asked again, on its slot
-            early = None
         for attempt in range(1, ENGINE_ATTEMPTS + 1):
             last = attempt == ENGINE_ATTEMPTS
             try:
@@ -335,7 +316,7 @@ class ChatService(ServiceCalls):
                         return
                     held.append(again)
                 engine = held[0]
-                fitted = early.fitted if early is not None else await fit_conversation(
+                fitted = await fit_conversation(
                     system, turns, n_ctx=engine.n_ctx, max_tokens=self.sampling.max_tokens,
                     count_tokens=engine.client.count_tokens,
                     bound=await self.engines.scaffold_bound(engine),
@@ -352,9 +333,8 @@ class ChatService(ServiceCalls):
                 await self._finish(item, Outcome("error", "", error=str(exc)))
                 return
             state, end, failure = await stream_answer(
-                engine.client, self.sampling, job, fitted.messages, early
+                engine.client, self.sampling, job, fitted.messages
             )
-            early = None  # an attempt after this one asks anew
             if end is not None and not fitted.dropped:  # the next turn's fit starts from it
                 sizes.remember(
                     item.conversation.id, engine.model, system, ids, end.usage.prompt_tokens

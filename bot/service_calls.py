@@ -5,7 +5,7 @@ and what the operator reads and does (`parley admin`, /model). Mixed into ``Chat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.engine_pool import EnginePool
@@ -14,7 +14,7 @@ from bot.metrics import TokenRate
 from bot.model_catalog import resolve_model
 from bot.queue import FairQueue, QueuedJob
 from bot.store import Store
-from bot.work import WorkItem, job_rows, user_key
+from bot.work import WorkItem, job_rows
 
 SYSTEM_PROMPT_KEY = "system_prompt"
 MODEL_KEY = "model"  # the operator's last model choice, used again after a restart
@@ -33,7 +33,6 @@ class ServiceCalls:
     _written: TokenRate
     _admin_token: str | None
     _switching: asyncio.Lock
-    cancel: Callable[..., Awaitable[int]]  # /stop (bot/service.py)
 
     # ---- a person's settings ----------------------------------------------------------
 
@@ -55,18 +54,6 @@ class ServiceCalls:
         await self.store.set_user_setting(user.id, SYSTEM_PROMPT_KEY, prompt)
 
     # ---- the operator's -----------------------------------------------------------------
-
-    async def cancel_job(self, job_id: int) -> bool:
-        for job in [*self.queue.jobs_in_order(), *self._running.values()]:
-            if job.payload.job.id == job_id:
-                inc = job.payload.incoming
-                return await self.cancel(inc.platform, inc.chat_id, inc.user_id, only=job_id) > 0
-        return False
-
-    async def cancel_person(self, platform: str, user_id: str) -> int:
-        jobs = [*self.queue.jobs_in_order(), *self._running.values()]
-        chats = {j.payload.incoming.chat_id for j in jobs if j.user == user_key(platform, user_id)}
-        return sum([await self.cancel(platform, chat, user_id) for chat in chats])
 
     def load(self) -> tuple[int, int]:
         """(queued, running) jobs right now."""

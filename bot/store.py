@@ -60,10 +60,6 @@ __all__ = [
 T = TypeVar("T")
 
 
-class StoreBusy(Exception):
-    """``Store.read_here`` found the connection in use on aiosqlite's thread."""
-
-
 class Store:
     """Persistence for the bot. Open with ``await Store.open(path)``; close when done."""
 
@@ -290,13 +286,6 @@ class Store:
         ``now``: a write someone is waiting on, run on the loop's thread if the connection is
         free (a few statements, no thread hop)."""
         return await self._commits.run(work, on_loop=now)
-
-    def read_here(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work``, reads only, at once on the loop's thread (a few indexed SELECTs: no
-        hop to aiosqlite's thread and back). StoreBusy while that thread has the connection."""
-        if not self._commits.idle():
-            raise StoreBusy("the connection is in use")
-        return work(self._db._conn)
 
     async def query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         async with self._lock:

@@ -51,13 +51,9 @@ class GroupCommit:
         self.batches = 0  # transactions committed (tests, benchmarks)
         self.on_loop = 0  # of which on the event loop's thread
 
-    def idle(self) -> bool:
-        """Nothing is on aiosqlite's thread or waiting for it: the loop may use the connection."""
-        return self._flusher is None and not self._lock.locked()
-
     async def run(self, work: Callable[[sqlite3.Connection], T], on_loop: bool = False) -> T:
         """``work`` committed; ``on_loop`` for a write someone is waiting on (see above)."""
-        if self.idle():  # nothing in flight: straight on
+        if self._flusher is None and not self._lock.locked():  # nothing in flight: straight on
             outcome = commit_now(self._db._conn, work) if on_loop else None
             if outcome is not None:
                 self.on_loop += 1

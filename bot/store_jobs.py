@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from bot.store import Store, StoreBusy
+from bot.store import Store
 from bot.store_rows import (
     HISTORY_SQL,
     JOB_COLUMNS,
@@ -77,7 +77,11 @@ async def accept_message(
     when it starts, its history read then)."""
 
     def accept(db: sqlite3.Connection) -> Accepted | None:
-        if _banned(db, platform, platform_user_id):
+        banned = db.execute(
+            "SELECT 1 FROM bans WHERE platform = ? AND platform_user_id = ?",
+            (platform, platform_user_id),
+        ).fetchone()
+        if banned:
             return None
         user = upsert_user(db, platform, platform_user_id, name)
         conversation = active_conversation(db, user, chat_id)
@@ -87,62 +91,6 @@ async def accept_message(
         return Accepted(user, conversation, message, job, begun)
 
     return await store.atomic(accept, now=True)  # the engine request waits for it
-
-
-@dataclass(frozen=True)
-class Seen:
-    """What a new message's prompt needs, read before the message is stored
-    (bot/early_answer.py): the conversation it goes to, its history and the user's
-    ``setting`` (their system prompt; None if unset)."""
-
-    conversation: Conversation
-    history: list[Message]
-    system_prompt: str | None
-
-
-def see_conversation(
-    store: Store, platform: str, platform_user_id: str, name: str, chat_id: str, setting: str
-) -> Seen | None:
-    """The user's active conversation in this chat as a message sent now would find it,
-    read on the loop's thread (a few indexed SELECTs, no write). None when that message needs
-    writes first (a new user or conversation, a changed name), the user is banned, or the
-    connection is busy on aiosqlite's thread."""
-
-    def see(db: sqlite3.Connection) -> Seen | None:
-        row = db.execute(
-            "SELECT c.id, c.user_id FROM users u JOIN conversations c ON c.user_id = u.id"
-            " WHERE u.platform = ? AND u.platform_user_id = ? AND u.name = ?"
-            " AND c.platform = ? AND c.chat_id = ? AND c.active = 1",
-            (platform, platform_user_id, name, platform, chat_id),
-        ).fetchone()
-        if row is None or _banned(db, platform, platform_user_id):
-            return None
-        conversation = Conversation(int(row[0]), int(row[1]), platform, chat_id)
-        rows = db.execute(HISTORY_SQL, (conversation.id, None, None))  # all of it
-        history = [message_from_row(found) for found in rows]
-        return Seen(conversation, history, _user_setting(db, conversation.user_id, setting))
-
-    try:
-        return store.read_here(see)
-    except StoreBusy:
-        return None
-
-
-def _banned(db: sqlite3.Connection, platform: str, platform_user_id: str) -> bool:
-    return (
-        db.execute(
-            "SELECT 1 FROM bans WHERE platform = ? AND platform_user_id = ?",
-            (platform, platform_user_id),
-        ).fetchone()
-        is not None
-    )
-
-
-def _user_setting(db: sqlite3.Connection, user_id: int, setting: str) -> str | None:
-    found = db.execute(
-        "SELECT value FROM user_settings WHERE user_id = ? AND key = ?", (user_id, setting)
-    ).fetchone()
-    return None if found is None else str(found[0])
 
 
 async def begin_job(store: Store, job: Job, setting: str) -> Begun:
@@ -156,7 +104,10 @@ def _begin(db: sqlite3.Connection, job: Job, setting: str) -> Begun:
     db.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (job.id,))
     rows = db.execute(HISTORY_SQL, (job.conversation_id, job.message_id, job.message_id))
     history = [message_from_row(row) for row in rows]
-    return Begun(history, _user_setting(db, job.user_id, setting))
+    found = db.execute(
+        "SELECT value FROM user_settings WHERE user_id = ? AND key = ?", (job.user_id, setting)
+    ).fetchone()
+    return Begun(history, None if found is None else str(found[0]))
 
 
 async def finish_job(

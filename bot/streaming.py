@@ -10,7 +10,6 @@ import asyncio
 import logging
 import time
 
-from bot.early_answer import EarlyRequest
 from bot.engine_client import EngineClient, Sampling, StreamEnd
 from bot.errors import ParleyError
 from bot.incoming import State
@@ -22,7 +21,7 @@ log = logging.getLogger(__name__)
 
 async def stream_answer(
     engine: EngineClient, sampling: Sampling, job: QueuedJob[WorkItem],
-    messages: list[dict[str, str]], early: EarlyRequest | None = None,
+    messages: list[dict[str, str]],
 ) -> tuple[State, StreamEnd | None, BaseException | None]:  # fmt: skip
     """How it ended, the engine's last event (usage) if any, and the error if it failed.
 
@@ -30,13 +29,10 @@ async def stream_answer(
     event loop's queue is a wait behind every other chat's work, once before the request
     goes out and twice after the last event. Cancelling the job cancels this task (as
     ``asyncio.timeout`` does), which closes the request; the cancellation is taken back here.
-    ``early``: the request already sent for this job (bot/early_answer.py), read instead.
     """
     item = job.payload
     ended: list[StreamEnd] = []
     if job.cancelled.is_set():
-        if early is not None:
-            await early.discard()
         return "stopped", None, None
     task = asyncio.current_task()
     assert task is not None
@@ -44,10 +40,12 @@ async def stream_answer(
     watcher = asyncio.ensure_future(job.cancelled.wait())
     watcher.add_done_callback(stop)
     try:
-        stream = early.pieces() if early is not None else engine.stream_chat(
-            messages, sampling, cache_key=f"conversation-{item.conversation.id}",
+        stream = engine.stream_chat(
+            messages,
+            sampling,
+            cache_key=f"conversation-{item.conversation.id}",
             started=item.asking,
-        )  # fmt: skip
+        )
         async for piece in stream:
             if isinstance(piece, StreamEnd):
                 ended.append(piece)

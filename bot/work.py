@@ -7,7 +7,6 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from bot.early_answer import EarlyRequest
 from bot.errors import ParleyError
 from bot.incoming import Incoming, Outcome, State
 from bot.metrics import METRICS, TokenRate
@@ -39,7 +38,6 @@ class WorkItem:
     begun: Begun | None = None  # begun when accepted: its history, read in that transaction
     asking: asyncio.Event = field(default_factory=asyncio.Event)  # the engine has taken the
     # request, or the job ended without one: its placeholder can be posted (bot/service.py)
-    early: EarlyRequest | None = None  # its engine request, sent before it was stored
 
     @property
     def key(self) -> str:
