@@ -60,7 +60,7 @@ def traced_bot(out: Path) -> int:
 
         setattr(owner, name, stamped if name == "stream_answer" else entered)
 
-    stamp(service, "stream_answer", lambda _c, _s, job, *_: job.payload.incoming.chat_id)
+    stamp(service, "stream_answer", lambda _c, _s, job, _m: job.payload.incoming.chat_id)
     stamp(service.ChatService, "_finish", lambda _self, item, _o: item.incoming.chat_id)
     stamp(platform_reply.PlatformReply, "finished", lambda self, _o: str(self.surface.chat_id))
     stamp(surface.TelegramSurface, "edit", lambda self, _m, _t: str(self.chat_id))

@@ -6,10 +6,10 @@ system-wide monotonic clock, so the bot's and this process's stamps compare), an
 p50/p90/max of each step:
 
 - handed → handle: the getUpdates answer parsed by python-telegram-bot, the handler reached
-- handle → request: the checks, the message and its job stored, queued and dispatched, the
-  job begun (history read) and fitted
-- request → engine: the engine request built, sent and received by the scripted engine
-- accept: the message and its job committed (part of handle → request)
+- handle → accept: the checks before the store (limits, queue room)
+- accept: the message and its job committed (on the loop, or one aiosqlite round trip)
+- accept → stream: queued, dispatched, the job begun (history read) and fitted
+- stream → engine: the engine request sent and received by the scripted engine
 
 A profiling aid, not a benchmark: the wrappers add a few µs a step. Usage:
 python bench/trace_ingress.py [rounds] (8 users × 13 messages a round).
@@ -34,14 +34,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-STEPS = ("handed → handle", "handle → request", "request → engine", "accept")
+STEPS = ("handed → handle", "handle → accept", "accept", "accept → stream", "stream → engine")
 
 
 def traced_bot(out: Path) -> int:
     """``parley run`` with stamps around the message path, written to ``out`` at exit."""
     import bot.service as service
     from bot.cli import main
-    from bot.engine_client import EngineClient
 
     events: list[tuple[float, str, str]] = []
 
@@ -61,13 +60,7 @@ def traced_bot(out: Path) -> int:
 
     wrap(service.ChatService, "handle", lambda _self, incoming: incoming.text)
     wrap(service, "accept_message", lambda *args: args[5])
-    asked = EngineClient.stream_chat
-
-    def stream_chat(self: EngineClient, messages: Any, *args: Any, **kwargs: Any) -> Any:
-        events.append((time.perf_counter(), "request", messages[-1]["content"]))
-        return asked(self, messages, *args, **kwargs)
-
-    EngineClient.stream_chat = stream_chat  # type: ignore[method-assign]
+    wrap(service, "stream_answer", lambda _client, _sampling, job, _m: job.payload.incoming.text)
     atexit.register(lambda: out.write_text(json.dumps(events)))
     return main(["run"])
 
@@ -102,12 +95,11 @@ async def drive(rounds: int, workdir: Path) -> dict[str, list[float]]:
         text = ask(user, index)
         points = [
             emu.handed_out[(user, message.message_id)], stamps[("handle>", text)],
-            stamps[("request", text)], runs[(user, index)].received,
+            stamps[("accept_message>", text)], stamps[("accept_message<", text)],
+            stamps[("stream_answer>", text)], runs[(user, index)].received,
         ]  # fmt: skip
-        for step, (a, b) in zip(STEPS, itertools.pairwise(points), strict=False):
+        for step, (a, b) in zip(STEPS, itertools.pairwise(points), strict=True):
             steps[step].append((b - a) * 1000)
-        accept = stamps[("accept_message<", text)] - stamps[("accept_message>", text)]
-        steps["accept"].append(accept * 1000)
     return steps
 
 
