@@ -7,6 +7,8 @@ reply to one of its messages (the mention is stripped). Commands: /start /help /
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from telegram import BotCommand, Message, Update
@@ -47,6 +49,7 @@ HELP = (
 )
 TEXT_ONLY = "I can only read text messages."
 SHOWN_PROMPT = 1900  # characters of a system prompt /system shows: 4096 UTF-16 units at worst
+POLL_HOLD = 0.02  # seconds the next long poll waits at most for the last one's updates
 Context = ContextTypes.DEFAULT_TYPE
 
 
@@ -65,11 +68,21 @@ class TelegramAdapter:
             .base_url(f"{base}/bot")
             .base_file_url(f"{base}/file/bot")
             .request(AiohttpRequest())
-            .get_updates_request(AiohttpRequest(connections=1))
+            .get_updates_request(AiohttpRequest(connections=1, before_request=self._handled))
             .concurrent_updates(True)
             .build()
         )
         self._register()
+
+    async def _handled(self) -> None:
+        """Hold the next long poll until the updates the last one brought are handled (a
+        message stored and with the engine, its placeholder posted), at most ``POLL_HOLD`` s.
+        Sent at once, the poll's request and the API's answer to it took the CPU from them:
+        on two cores, bench/bot.py read the bot's overhead per message 0.3 ms lower (p50).
+        A message sent meanwhile is fetched that much later, with any others."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(POLL_HOLD):  # no task: join() returns at once if idle
+                await self.application.update_queue.join()
 
     def _register(self) -> None:
         """Every handler, in one place."""
