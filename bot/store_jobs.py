@@ -86,8 +86,8 @@ async def accept_message(
         user = upsert_user(db, platform, platform_user_id, name)
         conversation = active_conversation(db, user, chat_id)
         message = insert_message(db, conversation.id, "user", content, "complete", None, None)
-        job = insert_job(db, message, user.id, source_ref)
-        begun = None if begin is None else _begin(db, job, begin)
+        job = insert_job(db, message, user.id, source_ref, running=begin is not None)
+        begun = None if begin is None else _prompt_of(db, job, begin)
         return Accepted(user, conversation, message, job, begun)
 
     return await store.atomic(accept, now=True)  # the engine request waits for it
@@ -102,6 +102,11 @@ async def begin_job(store: Store, job: Job, setting: str) -> Begun:
 def _begin(db: sqlite3.Connection, job: Job, setting: str) -> Begun:
     update_job(db, job.id, "running", None, None)
     db.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (job.id,))
+    return _prompt_of(db, job, setting)
+
+
+def _prompt_of(db: sqlite3.Connection, job: Job, setting: str) -> Begun:
+    """The history the job's prompt is made of, and the user's ``setting``."""
     rows = db.execute(HISTORY_SQL, (job.conversation_id, job.message_id, job.message_id))
     history = [message_from_row(row) for row in rows]
     found = db.execute(

@@ -130,19 +130,22 @@ def insert_message(
 
 
 def insert_job(
-    db: sqlite3.Connection, message: Message, user_id: int, source_ref: str | None = None
-) -> Job:
+    db: sqlite3.Connection, message: Message, user_id: int, source_ref: str | None = None,
+    running: bool = False,
+) -> Job:  # fmt: skip
     """A queued job answering the user message ``message`` (``source_ref``: its id on the
-    platform, for a reply posted after a restart)."""
+    platform, for a reply posted after a restart); ``running``: started at once (one start
+    counted), not queued."""
     now = now_iso()
+    status = "running" if running else "queued"
     cursor = db.execute(
-        "INSERT INTO jobs (message_id, user_id, status, created_at, updated_at, source_ref)"
-        " VALUES (?, ?, 'queued', ?, ?, ?)",
-        (message.id, user_id, now, now, source_ref),
+        "INSERT INTO jobs (message_id, user_id, status, attempts, created_at, updated_at,"
+        " source_ref) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (message.id, user_id, status, int(running), now, now, source_ref),
     )
     assert cursor.lastrowid is not None
     return job_from_row(
-        (cursor.lastrowid, message.id, user_id, message.conversation_id, "queued", None, None, now)
+        (cursor.lastrowid, message.id, user_id, message.conversation_id, status, None, None, now)
     )
 
 

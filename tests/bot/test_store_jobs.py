@@ -71,6 +71,11 @@ async def test_accept_can_begin_the_job_in_the_same_transaction(store: Store) ->
     assert begun.begun.system_prompt == "be kind"
     job = await store.job(begun.job.id)
     assert job is not None and job.status == "running"
+    later = await begin_job(store, queued.job, "system_prompt")  # started from the queue
+    assert later.system_prompt == "be kind"
+    with sqlite3.connect(store.path) as db:  # type: ignore[arg-type]
+        starts = dict(db.execute("SELECT id, attempts FROM jobs").fetchall())
+    assert (starts[queued.job.id], starts[begun.job.id]) == (1, 1)  # each start counted once
 
 
 async def test_finish_stores_the_reply_closes_the_job_and_records_usage(
