@@ -231,16 +231,19 @@ async def _stream(
             if events.empty():
                 break
             event = events.get_nowait()
+        pending = b""
         if text:
             if first:
                 stats.ttft.observe(time.perf_counter() - received)
                 first = False
-            await _sse(response, completion.chunk({"content": "".join(text)}))
-        if isinstance(event, Finished):
+            pending = _sse_bytes(completion.chunk({"content": "".join(text)}))
+        if isinstance(event, Finished):  # the last text, the end and [DONE] in one write
             _record(stats, event.reason, event.usage)
-            await _sse(response, completion.chunk({}, event.reason, event.usage))
-            await response.write(b"data: [DONE]\n\n")
-            break
+            last = _sse_bytes(completion.chunk({}, event.reason, event.usage))
+            await response.write_eof(pending + last + b"data: [DONE]\n\n")
+            return response
+        if pending:
+            await response.write(pending)
         if isinstance(event, Failed):
             log.info("chat completion failed: %s", event.message)
             stats.requests.inc(reason="error")
@@ -270,8 +273,12 @@ async def _collect(
 
 
 async def _sse(response: web.StreamResponse, payload: dict[str, Any]) -> None:
+    await response.write(_sse_bytes(payload))
+
+
+def _sse_bytes(payload: dict[str, Any]) -> bytes:
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    await response.write(b"data: " + data.encode() + b"\n\n")
+    return b"data: " + data.encode() + b"\n\n"
 
 
 def _record(stats: EngineMetrics, reason: str, usage: Usage) -> None:

@@ -100,9 +100,9 @@ class ScriptedEngine:
             if self.before_finish is not None:
                 await self.before_finish(run)
             run.finish = time.perf_counter()
-            for final in self.final_events(body, len(pieces), run.finish - started):
-                await _event(response, final)
-            await response.write(b"data: [DONE]\n\n")
+            finals = self.final_events(body, len(pieces), run.finish - started)
+            # as Parley's engine: the last events, [DONE] and the body's end in one write
+            await response.write_eof(b"".join(map(_sse, finals)) + b"data: [DONE]\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
             self.cancelled += 1
             raise
@@ -128,4 +128,8 @@ def count(messages: list[dict[str, str]]) -> int:
 
 
 async def _event(response: web.StreamResponse, payload: dict[str, Any]) -> None:
-    await response.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+    await response.write(_sse(payload))
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
