@@ -48,11 +48,10 @@ POSITIONS_SHOWN = 20  # only the first places get updates: a 1,000-deep queue wo
 # the platform's delayed the engine request's first steps: the users' first messages reached
 # the engine 0.5 ms later (mean, 48 messages, two A/B pairs of bench/bot.py's overhead load).
 ASKING_WAIT = 0.25
-# Seconds the answer waits to be stored after its final edit is handed over: the edit goes
-# out, and the platform (or a local engine) reads it, before this process takes the CPU for
-# the commit. On two cores, final text shown 0.13 ms sooner (egress p50, three A/B pairs of
-# bench/bot.py's overhead phase) than with the commit three loop turns after the edit began.
-STORE_AFTER = 0.002
+# Loop turns the final edit gets before the answer is stored: its task's first step, aiohttp's
+# body write (a task of its own on Python 3.11), one spare. Final text shown 0.3 ms sooner
+# (p50, two A/B pairs of bench/bot.py's overhead phase) than with the write on the thread.
+FINISH_AFTER_TURNS = 3
 DELIVERY_GRACE = 10.0  # seconds stop() waits for final texts still being shown
 ENGINE_ATTEMPTS = 2  # an answer cut off by a dying engine is written once more
 PAUSED = "Parley is restarting; this answer will be written here when it is back"
@@ -96,8 +95,6 @@ class ChatService(ServiceCalls):
         self.queue: FairQueue[WorkItem] = FairQueue(max_pending_per_user, max_pending_total)
         self._running: dict[int, QueuedJob[WorkItem]] = {}
         self._beginning = 0  # messages being accepted and begun in one transaction
-        self._storing: dict[str, list[asyncio.Future[None]]] = {}  # per chat: answers shown,
-        # not yet stored; the chat's next message reads its history once they are
         self._dispatcher: asyncio.Task[None] | None = None
         self._answers: set[asyncio.Task[None]] = set()
         self._deliveries = Deliveries()
@@ -174,8 +171,6 @@ class ChatService(ServiceCalls):
             if not await self.store.is_banned(incoming.platform, incoming.user_id):
                 await incoming.reply.notice(refusal)
             return
-        if storing := self._storing.get(_chat_key(incoming)):
-            await asyncio.gather(*storing)  # its history must hold the answer just shown
         starts_now = not self.queue and self._beginning < self.engines.room()
         self._beginning += starts_now  # the room it counts on, until it is queued
         try:
@@ -364,31 +359,20 @@ class ChatService(ServiceCalls):
 
     async def _finish(self, item: WorkItem, outcome: Outcome) -> None:
         """Show the final text, then store the reply (partial text kept, marked) and close the
-        job, on the loop's thread, ``STORE_AFTER`` s later (not on aiosqlite's, where it
-        fought the edit for the GIL). The chat's next message waits for it (``_accept``); a
-        bot that dies in between leaves the job open, answered again at its next start."""
+        job, on the loop's thread, while the final edit is on its way (not on aiosqlite's,
+        where it fought the edit for the GIL). It is stored before a message sent after seeing
+        the edit can arrive; a bot that dies in between leaves the job open, answered again at
+        its next start."""
         item.asking.set()
         self._deliveries.start(item, outcome)
         reply = reply_of(item, outcome)
-        chat = _chat_key(item.incoming)
-        stored = asyncio.get_running_loop().create_future()
-        self._storing.setdefault(chat, []).append(stored)
+        for _ in range(FINISH_AFTER_TURNS):  # the edit's request is written meanwhile
+            await asyncio.sleep(0)
         try:
-            await asyncio.sleep(STORE_AFTER)
             await finish_job(self.store, item.job, JOB_STATUS[outcome.state], reply, outcome.error)
         except Exception:  # shown already; a second, error, reply would contradict it
             log.exception("job %d could not be closed in the store", item.job.id)
-        finally:
-            stored.set_result(None)
-            self._storing[chat].remove(stored)
-            if not self._storing[chat]:
-                del self._storing[chat]
         measure(item, outcome, self._written)
-
-
-def _chat_key(incoming: Incoming) -> str:
-    """One person's conversation in one chat (the store keeps one active per pair)."""
-    return f"{incoming.platform}:{incoming.chat_id}:{incoming.user_id}"
 
 
 def _cache_key(item: WorkItem) -> str:

@@ -1,6 +1,6 @@
 """A finished answer's final text is handed to the platform first; the answer is stored
 right after, on the event loop's thread (not aiosqlite's, where it fought the final edit for
-the GIL), and the chat's next message reads its history only once it is."""
+the GIL), before anything the person sends after seeing it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ import asyncio
 import contextlib
 import sqlite3
 
-import pytest
-
-import bot.service
 from bot.incoming import Outcome
 from bot.service import ChatService
 from tests.bot.scripted_service import ask, scripted
@@ -54,19 +51,6 @@ async def test_the_final_text_goes_out_first_and_the_answer_is_stored_on_the_loo
     await stored(service)
     history = await store.query("SELECT role, content FROM messages ORDER BY id", ())
     assert [role for role, _ in history] == ["user", "assistant"] * 3
-
-
-async def test_the_next_message_waits_for_the_answer_just_shown_to_be_stored(
-    scripted: tuple[ScriptedEngine, ChatService], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As in the terminal chat, which reads its next line as soon as the answer is printed."""
-    engine, service = scripted
-    monkeypatch.setattr(bot.service, "STORE_AFTER", 0.3)
-    first = await ask(service, "one")  # shown; stored 0.3 s later
-    await ask(service, "two")
-    roles = [m["role"] for m in engine.runs[-1].body["messages"]]
-    assert roles == ["system", "user", "assistant", "user"]
-    assert engine.runs[-1].body["messages"][2]["content"] == first.text
 
 
 async def stored(service: ChatService) -> None:
