@@ -78,8 +78,9 @@ class TelegramAdapter:
         """Hold the next long poll until the updates the last one brought are handled (a
         message stored and with the engine, its placeholder posted), at most ``POLL_HOLD`` s.
         Sent at once, the poll's request and the API's answer to it took the CPU from them:
-        on two cores, bench/bot.py read the bot's overhead per message 0.3 ms lower (p50).
-        A message sent meanwhile is fetched that much later, with any others."""
+        on two cores, bench/bot.py read the bot's overhead per message 0.5-0.9 ms lower
+        (p50, three A/B pairs).
+        A message sent meanwhile is fetched up to ``POLL_HOLD`` later, with any others."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(POLL_HOLD):  # no task: join() returns at once if idle
                 await self.application.update_queue.join()

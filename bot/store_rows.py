@@ -133,9 +133,9 @@ def insert_job(
     db: sqlite3.Connection, message: Message, user_id: int, source_ref: str | None = None,
     running: bool = False,
 ) -> Job:  # fmt: skip
-    """A queued job answering the user message ``message`` (``source_ref``: its id on the
-    platform, for a reply posted after a restart); ``running``: started at once (one start
-    counted), not queued."""
+    """A job answering the user message ``message``, queued, or with ``running`` started at
+    once (its start counted); ``source_ref``: the message's id on the platform, for a reply
+    posted after a restart."""
     now = now_iso()
     status = "running" if running else "queued"
     cursor = db.execute(
