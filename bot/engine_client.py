@@ -7,6 +7,7 @@ engine``) found through its ``listening on URL`` line, and everything else is HT
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -188,23 +189,19 @@ class EngineClient:
                 if started is not None:
                     started.set()
                 model, finish, usage = "", "", None
-                async for raw in response.content:
-                    if not raw.startswith(b"data: "):
-                        continue
-                    if raw.startswith(b"data: [DONE]"):
-                        break
-                    chunk = json.loads(raw[6:])
-                    if "error" in chunk:
-                        raise EngineRequestError(str(chunk["error"].get("message", chunk)))
-                    model = chunk.get("model") or model
-                    if chunk.get("usage") or chunk.get("timings"):
-                        usage = _usage(chunk.get("usage"), chunk.get("timings"))
-                    for choice in chunk.get("choices") or ():
-                        if text := (choice.get("delta") or {}).get("content"):
-                            yield text
-                        finish = choice.get("finish_reason") or finish
-                    if finish and usage is not None:  # Parley: usage rides on the last chunk
-                        break
+                async with contextlib.aclosing(_sse_chunks(response.content)) as chunks:
+                    async for chunk in chunks:
+                        if "error" in chunk:
+                            raise EngineRequestError(str(chunk["error"].get("message", chunk)))
+                        model = chunk.get("model") or model
+                        if chunk.get("usage") or chunk.get("timings"):
+                            usage = _usage(chunk.get("usage"), chunk.get("timings"))
+                        for choice in chunk.get("choices") or ():
+                            if text := (choice.get("delta") or {}).get("content"):
+                                yield text
+                            finish = choice.get("finish_reason") or finish
+                        if finish and usage is not None:  # Parley: usage rides on the last chunk
+                            break
                 if finish:  # OpenAI servers send usage in a chunk of its own, then [DONE]
                     yield StreamEnd(finish, usage or Usage(), model)
                     return
@@ -278,6 +275,22 @@ def _usage(body: dict[str, Any] | None, timings: dict[str, Any] | None = None) -
         prompt_ms=float(body.get("prompt_ms") or timings.get("prompt_ms", 0.0)),
         decode_ms=float(body.get("decode_ms") or timings.get("predicted_ms", 0.0)),
     )
+
+
+async def _sse_chunks(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
+    """The JSON of each ``data:`` line of an event stream, until ``data: [DONE]``. Reads
+    whatever has arrived and splits it here: per token, one read and one split, where
+    aiohttp's line iterator took a buffer search and a join in Python."""
+    rest = b""
+    async for data in content.iter_any():
+        lines = (rest + data).split(b"\n") if rest else data.split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            if not line.startswith(b"data: "):
+                continue
+            if line.startswith(b"data: [DONE]"):
+                return
+            yield json.loads(line[6:].decode())
 
 
 async def _error_message(response: aiohttp.ClientResponse) -> str:
