@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -277,7 +277,7 @@ def _usage(body: dict[str, Any] | None, timings: dict[str, Any] | None = None) -
     )
 
 
-async def _sse_chunks(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
+async def _sse_chunks(content: aiohttp.StreamReader) -> AsyncGenerator[dict[str, Any], None]:
     """The JSON of each ``data:`` line of an event stream, until ``data: [DONE]``. Reads
     whatever has arrived and splits it here: per token, one read and one split, where
     aiohttp's line iterator took a buffer search and a join in Python."""
