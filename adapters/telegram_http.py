@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import urllib.request
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -33,11 +34,15 @@ JSON_BODY = {"Content-Type": "application/json"}
 
 class AiohttpRequest(BaseRequest):
     """One connection pool of ``connections`` (PTB's Bot uses one for getUpdates, one of 256
-    for everything else)."""
+    for everything else); ``before_request`` is awaited before each request is sent."""
 
-    def __init__(self, connections: int = 256, read_timeout: float | None = READ_TIMEOUT) -> None:
+    def __init__(
+        self, connections: int = 256, read_timeout: float | None = READ_TIMEOUT,
+        before_request: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:  # fmt: skip
         self._connections = connections
         self._read_timeout = read_timeout
+        self._before_request = before_request
         self._session: aiohttp.ClientSession | None = None
         self._proxies: dict[str, str | None] = {}  # per scheme and host, from the environment
 
@@ -81,6 +86,8 @@ class AiohttpRequest(BaseRequest):
         """
         if self._session is None or self._session.closed:
             raise RuntimeError("this AiohttpRequest is not initialized")
+        if self._before_request is not None:
+            await self._before_request()
         files = request_data.multipart_data if request_data else None
         data: aiohttp.FormData | bytes | None = None
         headers = None

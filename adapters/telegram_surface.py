@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 # PTB 22 warns on every flood-control error unless it may hand out timedeltas, which this
-# adapter reads anyway (see retry_after_s); opt in before telegram is imported.
+# adapter reads anyway (see _retry_after); opt in before telegram is imported.
 os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
@@ -158,7 +158,7 @@ class TelegramSurface:
             try:
                 return await call()
             except RetryAfter as exc:
-                raise RateLimited(retry_after_s(exc)) from exc
+                raise RateLimited(_retry_after(exc)) from exc
             except (NetworkError, TimedOut) as exc:
                 if isinstance(exc, BadRequest) or delay is None:
                     raise
@@ -188,7 +188,7 @@ class TelegramSurface:
             self._with_button.discard(message_id)
 
 
-def retry_after_s(exc: RetryAfter) -> float:
+def _retry_after(exc: RetryAfter) -> float:
     """Seconds to wait. PTB 22 warns when ``retry_after`` is read as an int, so read the
     timedelta it stores (falling back to the public attribute on other versions)."""
     value = getattr(exc, "_retry_after", None)
