@@ -115,7 +115,9 @@ class TelegramEmulator:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app)
+        # A bot that exits mid long poll drops its connection: its poll ends there, as on
+        # Telegram, instead of lingering to hand the next update to a closed socket.
+        self._runner = web.AppRunner(app, handler_cancellation=True)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         host, port = self._runner.addresses[0][:2]

@@ -160,6 +160,26 @@ async def test_get_updates_really_long_polls_and_honours_offset(
     assert emu.pending_updates == 0
 
 
+async def test_a_dropped_long_poll_ends_and_hands_out_nothing(
+    emu: TelegramEmulator, bot: Bot
+) -> None:
+    """A bot that exits mid poll leaves no poll behind to take the next update (and stamp it
+    handed out) for a socket no one reads: bench/bot.py's floor runs after Parley's bot exits."""
+    offset = (await bot.get_updates(timeout=0))[-1].update_id + 1
+    polling = asyncio.create_task(bot.get_updates(offset=offset, timeout=10))
+    await asyncio.sleep(0.3)
+    polling.cancel()  # the client closes its connection, as a process that exits does
+    with contextlib.suppress(asyncio.CancelledError):
+        await polling
+    await asyncio.sleep(0.1)
+    await emu.user_says("anyone?", chat_id=ALICE, user_id=ALICE)
+    await asyncio.sleep(0.2)
+    assert len(emu.handed_out) == 1  # the fixture's "hello" only
+    updates = await bot.get_updates(offset=offset, timeout=0)
+    assert [u.message.text for u in updates if u.message] == ["anyone?"]
+    assert len(emu.handed_out) == 2
+
+
 async def test_user_drivers_produce_updates_ptb_parses(emu: TelegramEmulator, bot: Bot) -> None:
     bob_says = functools.partial(
         emu.user_says, chat_id=-1002, user_id=502, first_name="Bob", chat_type="group"
