@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.conversation import Turn, fit_conversation
+from bot.conversation import fit_conversation
 from bot.engine_client import Sampling
 from bot.engine_pool import Engine, EnginePool
 from bot.errors import EngineUnavailable, ParleyError, QueueFull
@@ -302,8 +302,7 @@ class ChatService(ServiceCalls):
         item = job.payload
         begun = item.begun or await begin_job(self.store, item.job, SYSTEM_PROMPT_KEY)
         system = self.system_prompt if begun.system_prompt is None else begun.system_prompt
-        turns = [Turn(m.role, m.content) for m in begun.history]
-        ids, sizes = [m.id for m in begun.history], self._prompt_sizes
+        turns, ids, sizes = begun.history, begun.message_ids, self._prompt_sizes
         for attempt in range(1, ENGINE_ATTEMPTS + 1):
             last = attempt == ENGINE_ATTEMPTS
             try:

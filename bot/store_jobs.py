@@ -15,11 +15,12 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from bot.conversation import Turn
 from bot.store import Store
 from bot.store_rows import (
-    HISTORY_SQL,
     JOB_COLUMNS,
     MESSAGE_COLUMNS,
+    PROMPT_SQL,
     Conversation,
     Job,
     JobStatus,
@@ -38,10 +39,11 @@ from bot.store_rows import (
 
 @dataclass(frozen=True)
 class Begun:
-    """A job marked running: its prompt's history (through its message) and the user's
-    system prompt (None if unset)."""
+    """A job marked running: its prompt's history (through its message) with the stored
+    messages' ids, and the user's system prompt (None if unset)."""
 
-    history: list[Message]
+    history: list[Turn]
+    message_ids: list[int]
     system_prompt: str | None
 
 
@@ -107,12 +109,15 @@ def _begin(db: sqlite3.Connection, job: Job, setting: str) -> Begun:
 
 def _prompt_of(db: sqlite3.Connection, job: Job, setting: str) -> Begun:
     """The history the job's prompt is made of, and the user's ``setting``."""
-    rows = db.execute(HISTORY_SQL, (job.conversation_id, job.message_id, job.message_id))
-    history = [message_from_row(row) for row in rows]
+    rows = db.execute(PROMPT_SQL, (job.conversation_id, job.message_id, job.message_id))
+    history, ids = [], []
+    for message_id, role, content in rows:
+        history.append(Turn(role, content))
+        ids.append(message_id)
     found = db.execute(
         "SELECT value FROM user_settings WHERE user_id = ? AND key = ?", (job.user_id, setting)
     ).fetchone()
-    return Begun(history, None if found is None else str(found[0]))
+    return Begun(history, ids, None if found is None else str(found[0]))
 
 
 async def finish_job(

@@ -54,7 +54,8 @@ async def test_begin_marks_running_and_reads_the_prompt(store: Store) -> None:
     assert first is not None and second is not None
     await store.set_user_setting(first.user.id, "system_prompt", "be brief")
     begun = await begin_job(store, first.job, "system_prompt")
-    assert [m.content for m in begun.history] == ["one"]  # not the later message
+    assert [t.content for t in begun.history] == ["one"]  # not the later message
+    assert begun.message_ids == [first.message.id]
     assert begun.system_prompt == "be brief"
     assert (await store.job(first.job.id)).status == "running"  # type: ignore[union-attr]
     assert (await begin_job(store, second.job, "no such setting")).system_prompt is None
@@ -67,7 +68,7 @@ async def test_accept_can_begin_the_job_in_the_same_transaction(store: Store) ->
     await store.set_user_setting(queued.user.id, "system_prompt", "be kind")
     begun = await accept_message(store, "telegram", "6", "Di", "c", "two", begin="system_prompt")
     assert begun is not None and begun.begun is not None
-    assert [m.content for m in begun.begun.history] == ["one", "two"]
+    assert [t.content for t in begun.begun.history] == ["one", "two"]
     assert begun.begun.system_prompt == "be kind"
     job = await store.job(begun.job.id)
     assert job is not None and job.status == "running"
@@ -107,3 +108,22 @@ async def test_a_failed_finish_stores_nothing(store: Store) -> None:
     assert (
         failed is None and job is not None and (job.status, job.error) == ("failed", "engine down")
     )
+
+
+async def test_the_prompt_reads_the_history_as_stored(store: Store) -> None:
+    """The prompt's lean read (bot/store_rows.py PROMPT_SQL) gives the same messages, in the
+    same order, as the history: replies after the message they answered, unusable ones out."""
+    first = await accept_message(store, "telegram", "8", "Fy", "c", "q1")
+    second = await accept_message(store, "telegram", "8", "Fy", "c", "q2")
+    assert first is not None and second is not None
+    await finish_job(store, second.job, "done", Reply("a2", "complete", "m"), None)
+    await finish_job(store, first.job, "done", Reply("a1", "partial", "m"), None)
+    cut = await accept_message(store, "telegram", "8", "Fy", "c", "q3")
+    assert cut is not None
+    await finish_job(store, cut.job, "failed", Reply("", "failed", "m"), "engine lost")
+    now = await accept_message(store, "telegram", "8", "Fy", "c", "q4", begin="system_prompt")
+    assert now is not None and now.begun is not None
+    stored = await store.history(now.conversation.id, through_message_id=now.message.id)
+    assert [t.content for t in now.begun.history] == ["q1", "a1", "q2", "a2", "q3", "q4"]
+    assert [(t.role, t.content) for t in now.begun.history] == [(m.role, m.content) for m in stored]
+    assert now.begun.message_ids == [m.id for m in stored]
