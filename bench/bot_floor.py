@@ -77,7 +77,15 @@ async def measure(
     """The relay through ``count`` messages from each of ``users`` at once (as the overhead
     phase): p50/p99 of (engine request - update handed out) + (reply sent - final event), and
     the p50 of each half."""
-    from bench.bot_load import conversations, first_means, percentile, start_bot, tag_of, words
+    from bench.bot_load import (
+        conversations,
+        first_means,
+        hold_idle,
+        percentile,
+        start_bot,
+        tag_of,
+        words,
+    )
 
     command = [sys.executable, str(Path(__file__).resolve())]
     polled_before = len(emu.requests)
@@ -87,7 +95,8 @@ async def measure(
             lambda: any(c.method == "getUpdates" for c in emu.requests[polled_before:]) or None,
             60,
         )
-        engine.answer, engine.tokens_per_second, engine.before_finish = words(tokens), 1000, None
+        engine.answer, engine.tokens_per_second = words(tokens), 1000
+        engine.before_finish = hold_idle()  # as Parley's final events are held for pacing
         first_run, first_call = len(engine.runs), len(emu.requests)
         sent = await conversations(emu, users, count, 2.5)
     finally:

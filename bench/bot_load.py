@@ -221,6 +221,19 @@ def hold_until_paced(calls: Calls, answer: str) -> Callable[[Run], Awaitable[Non
     return hold
 
 
+def hold_idle() -> Callable[[Run], Awaitable[None]]:
+    """A ``before_finish`` hook for the floor's relay, which shows nothing until the end: hold
+    the final event as long as ``hold_until_paced`` holds Parley's (a pacing interval and
+    its margin), polling as it does, so the relay too meets it after a second of idling."""
+
+    async def hold(run: Run) -> None:
+        deadline = time.perf_counter() + EDIT_INTERVAL + 0.02
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(0.005)
+
+    return hold
+
+
 # -- users ---------------------------------------------------------------------------------------
 
 
