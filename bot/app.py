@@ -24,7 +24,7 @@ from aiohttp import web
 from bot import redact, store_admin
 from bot.admin_api import serve_admin, token_path
 from bot.engine_client import EngineClient, Sampling
-from bot.engine_pool import Engine, EnginePool
+from bot.engine_pool import KEEPALIVE_SECONDS, Engine, EnginePool
 from bot.engine_spec import EngineSpec, parse_engine_spec
 from bot.errors import ModelUnavailable
 from bot.incoming import ReplySink
@@ -89,7 +89,8 @@ class Parley:
         self.metrics_url = ""
 
     async def __aenter__(self) -> ChatService:
-        self.session = aiohttp.ClientSession()
+        connector = aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_SECONDS)
+        self.session = aiohttp.ClientSession(connector=connector)
         try:
             return await self._start(self.session)
         except BaseException:

@@ -18,6 +18,7 @@ from bot.engine_spec import EngineSpec, parse_engine_spec
 from bot.errors import EngineUnavailable, ParleyError
 from tests.adapters.discord_harness import serve
 from tests.emulators.openai_engine import OpenAIStandIn
+from tests.emulators.scripted_engine import ScriptedEngine
 from tests.engine_process import EngineProcess
 
 HELLO = [{"role": "user", "content": "hello there"}]
@@ -254,5 +255,28 @@ async def test_model_switches_are_refused_for_servers_that_choose_their_own(
         try:
             with pytest.raises(ParleyError, match="switch the model on the server itself"):
                 await pool.switch_model("demo", "token", now=False)
+        finally:
+            await pool.stop()
+
+
+async def test_an_engine_joins_with_a_connection_open_per_slot(
+    session: aiohttp.ClientSession,
+) -> None:
+    """The first answers at once each find a connection open: none waits for a connect."""
+    engine = ScriptedEngine("one two three", tokens_per_second=1000, slots=4)
+    async with serve(engine.app()) as url:
+        pool = EnginePool.of([parse_engine_spec(url)], session)
+        await pool.start()
+        try:
+            assert len(engine.peers) == 4
+            leased = [pool.lease(f"conversation-{n}") for n in range(4)]
+
+            async def answer(taken: Engine | None) -> None:
+                assert taken is not None
+                async for _ in taken.client.stream_chat(HELLO, Sampling(max_tokens=8), None):
+                    pass
+
+            await asyncio.gather(*map(answer, leased))
+            assert engine.peak_busy == 4 and len(engine.peers) == 4
         finally:
             await pool.stop()

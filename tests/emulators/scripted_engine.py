@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 
 @dataclass
@@ -45,6 +46,7 @@ class ScriptedEngine:
         self.cancelled = 0
         self.tokenized = 0  # /tokenize calls
         self.runs: list[Run] = []
+        self.peers: set[Any] = set()  # the client ends of the connections requests came on
         # Awaited after the last token, before the final event (e.g. to let a platform's pacing
         # pass, so what follows the final event can be timed on its own).
         self.before_finish: Callable[[Run], Awaitable[None]] | None = None
@@ -53,7 +55,13 @@ class ScriptedEngine:
         self.before_headers: Callable[[Run], Awaitable[None]] | None = None
 
     def app(self) -> web.Application:
-        app = web.Application()
+        @web.middleware
+        async def note_peer(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if request.transport is not None:
+                self.peers.add(request.transport.get_extra_info("peername"))
+            return await handler(request)
+
+        app = web.Application(middlewares=[note_peer])
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/tokenize", self._tokenize)
