@@ -6,8 +6,9 @@ closed, its usage recorded). A job that starts at once is begun in its accept tr
 (``Begun``): one round trip less between the user's message and the engine request. With one
 aiosqlite round trip per statement those took about a dozen trips, 3-4 ms of the bot's
 per-message overhead in bench/bot.py; through ``Store.atomic`` each is one. The user's message
-and job are committed before the job is queued, and the reply before it is shown, as DESIGN.md
-asks.
+and job are committed before the job is queued, as DESIGN.md asks ("before anything else
+happens"); the reply right after its final text is handed to the platform (``_finish`` in
+bot/service.py says why), before the chat's next message can arrive.
 """
 
 from __future__ import annotations
