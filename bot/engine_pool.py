@@ -39,8 +39,9 @@ RECHECK_EVERY = 0.5  # seconds between checks of an engine out of rotation
 HOMES_KEPT = 10_000  # conversations whose engine is remembered
 # Connections opened to an engine as it joins the rotation, one per slot (at most this many):
 # the first answers at each new level of concurrency then find one open instead of each
-# waiting for a connect (and, to a remote engine over TLS, a handshake). bench/bot.py: those
-# connects were 5 of the 8 overhead-phase first messages' engine requests, p90 0.53 -> 1.06 ms.
+# waiting for a connect (and, to a remote engine over TLS, a handshake). bench/bot.py's
+# overhead phase had opened 5 of its 9 engine connections on users' first messages (their
+# engine requests p90 1.06 ms against 0.53 for later ones); its p99 moved within noise.
 WARM_CONNECTIONS = 32
 # How long an idle connection to an engine is kept (aiohttp's default is 15 s): a burst that
 # comes within a minute of the last finds its connections open. Below the 75 s after which
