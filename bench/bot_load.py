@@ -196,6 +196,10 @@ class Calls:
         self._seen = len(self.emu.requests)
 
 
+PACED_AFTER = EDIT_INTERVAL + 0.02  # a chat's pacing interval and a margin: the next edit may go
+HOLD_POLL = 0.005  # seconds between a hold's checks
+
+
 def hold_until_paced(calls: Calls, answer: str) -> Callable[[Run], Awaitable[None]]:
     """A ``before_finish`` hook: send the final event only once the whole answer is shown and a
     pacing interval has passed since the chat's last paced call, so the final edit is not held
@@ -213,10 +217,10 @@ def hold_until_paced(calls: Calls, answer: str) -> Callable[[Run], Awaitable[Non
                 last is not None
                 and text.endswith(CURSOR)
                 and text.removesuffix(CURSOR).split() == shown
-                and time.perf_counter() - last.at > EDIT_INTERVAL + 0.02
+                and time.perf_counter() - last.at > PACED_AFTER
             ):
                 return
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(HOLD_POLL)
 
     return hold
 
@@ -227,9 +231,9 @@ def hold_idle() -> Callable[[Run], Awaitable[None]]:
     its margin), polling as it does, so the relay too meets it after a second of idling."""
 
     async def hold(run: Run) -> None:
-        deadline = time.perf_counter() + EDIT_INTERVAL + 0.02
+        deadline = time.perf_counter() + PACED_AFTER
         while time.perf_counter() < deadline:
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(HOLD_POLL)
 
     return hold
 
