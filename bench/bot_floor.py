@@ -72,13 +72,13 @@ async def relay() -> None:
 
 async def measure(
     emu: TelegramEmulator, engine: ScriptedEngine, engine_url: str, workdir: Path,
-    users: range, count: int, tokens: int,
+    rounds: list[range], count: int, tokens: int,
 ) -> dict[str, float]:  # fmt: skip
-    """The relay through ``count`` messages from each of ``users`` at once (as the overhead
-    phase): p50/p99 of (engine request - update handed out) + (reply sent - final event), and
-    the p50 of each half."""
+    """The relay through ``count`` messages from each user of each round at once (as the
+    overhead phase): p50/p99 of (engine request - update handed out) + (reply sent - final
+    event), and the p50 of each half."""
     from bench.bot_load import (
-        conversations,
+        conversations_in_rounds,
         first_means,
         hold_idle,
         percentile,
@@ -98,7 +98,7 @@ async def measure(
         engine.answer, engine.tokens_per_second = words(tokens), 1000
         engine.before_finish = hold_idle()  # as Parley's final events are held for pacing
         first_run, first_call = len(engine.runs), len(emu.requests)
-        sent = await conversations(emu, users, count, 2.5)
+        sent = await conversations_in_rounds(emu, rounds, count)
     finally:
         await relay_process.stop()
     runs = {tag_of(run): run for run in engine.runs[first_run:]}

@@ -284,6 +284,17 @@ async def conversations(
     return sent
 
 
+async def conversations_in_rounds(
+    emu: TelegramEmulator, rounds: Iterable[Iterable[int]], count: int
+) -> dict[Key, Sent]:
+    """``conversations`` of each round's users in turn, ``count`` messages each, starts spread
+    over 2.5 s (the overhead phase and the floor: the same rounds, so the same mix)."""
+    sent: dict[Key, Sent] = {}
+    for users in rounds:
+        sent.update(await conversations(emu, users, count, 2.5))
+    return sent
+
+
 async def wait_answered(emu: TelegramEmulator, sent: dict[Key, Sent], deadline: float) -> None:
     """Until every sent message has a final reply, or ``deadline`` (``perf_counter`` time)."""
     wanted = {(user, s.message_id) for (user, _), s in sent.items()}

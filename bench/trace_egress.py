@@ -71,9 +71,8 @@ def traced_bot(out: Path) -> int:
 async def drive(rounds: int, workdir: Path) -> dict[str, list[float]]:
     from bench.bot_load import (
         Calls,
-        Key,
-        Sent,
         conversations,
+        conversations_in_rounds,
         hold_until_paced,
         is_final,
         replies,
@@ -97,10 +96,8 @@ async def drive(rounds: int, workdir: Path) -> dict[str, list[float]]:
         try:
             await conversations(emu, range(1, 5), 1, 0.2)  # warm-up
             engine.before_finish = hold_until_paced(calls, engine.answer)
-            sent: dict[Key, Sent] = {}
-            for round_ in range(rounds):
-                users = range(100 + 8 * round_, 108 + 8 * round_)
-                sent.update(await conversations(emu, users, 13, 2.5))
+            groups = [range(100 + 8 * r, 108 + 8 * r) for r in range(rounds)]
+            sent = await conversations_in_rounds(emu, groups, 13)
         finally:
             await bot.stop()
     calls.update()

@@ -66,7 +66,15 @@ def traced_bot(out: Path) -> int:
 
 
 async def drive(rounds: int, workdir: Path) -> dict[str, list[float]]:
-    from bench.bot_load import Key, Sent, ask, conversations, serve, start_bot, tag_of, words
+    from bench.bot_load import (
+        ask,
+        conversations,
+        conversations_in_rounds,
+        serve,
+        start_bot,
+        tag_of,
+        words,
+    )
     from tests.emulators.scripted_engine import ScriptedEngine
     from tests.emulators.telegram_api import TelegramEmulator
 
@@ -80,10 +88,8 @@ async def drive(rounds: int, workdir: Path) -> dict[str, list[float]]:
         )  # fmt: skip
         try:
             await conversations(emu, range(1, 5), 1, 0.2)  # warm-up
-            sent: dict[Key, Sent] = {}
-            for round_ in range(rounds):
-                users = range(100 + 8 * round_, 108 + 8 * round_)
-                sent.update(await conversations(emu, users, 13, 2.5))
+            groups = [range(100 + 8 * r, 108 + 8 * r) for r in range(rounds)]
+            sent = await conversations_in_rounds(emu, groups, 13)
         finally:
             await bot.stop()
     stamps: dict[tuple[str, str], float] = {}
