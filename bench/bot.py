@@ -337,7 +337,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def _mark(ok: bool) -> str:
-    return "✓" if ok else "✗"
+    return "✅" if ok else "❌"  # as bench/engine.py marks its targets
 
 
 def _load_rows(load: dict[str, Any]) -> list[tuple[str, str, str]]:
