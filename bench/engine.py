@@ -174,9 +174,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         row(f"{label}: turn 8 TTFT", last, "ms", "")
         growth = last(ours) / first(ours)
         row(f"{label}: turn 8 ÷ turn 1", _ratio(last, first), "×", _check(growth <= 1.3, "≤ 1.3"))
-    prompt = ours["crowd"]["prompt_mean"]
-    out.append(("32 users: prompt at turn 8 / computed", f"{prompt[-1]:.0f} / "
-                f"{ours['crowd']['evaluated_mean'][-1]:.0f} tokens", "", "", ""))  # fmt: skip
+    out.append(("32 users: prompt at turn 8 / computed", _prompt_sizes(ours),
+                f"{_prompt_sizes(ref)} (llama-server)" if ref else "", "", ""))  # fmt: skip
     memory = ours["memory"]
     budget = memory["model_mb"] + memory["kv_cache_mb"] + memory["kv_ram_used_mb"] + 200
     row(
@@ -186,6 +185,13 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         _check(memory["peak_rss_mb"] <= budget, f"≤ {budget:.0f} (model + KV + RAM cache + 200)"),
     )
     return out
+
+
+def _prompt_sizes(results: dict[str, Any]) -> str:
+    """Turn 8's prompt and the part computed: equal prompts say both servers got the same
+    template and history."""
+    crowd = results["crowd"]
+    return f"{crowd['prompt_mean'][-1]:.0f} / {crowd['evaluated_mean'][-1]:.0f} tokens"
 
 
 def _ratio(

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import Target
+from bot.gguf_info import read_gguf_info
+from engine.template import ARCHITECTURE_TEMPLATES, BUILTIN_TEMPLATES
 from tests.engine_process import start_engine
 
 
@@ -80,7 +82,7 @@ def llama_server(binary: Path, model: Path, shape: ServerShape) -> Iterator[Runn
             str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
             "-np", str(shape.parallel), "-c", str(shape.parallel * shape.n_ctx),
             "-t", str(shape.threads), "-tb", str(shape.threads),
-            "--cache-ram", str(shape.cache_ram_mb), "--no-webui",
+            "--cache-ram", str(shape.cache_ram_mb), "--no-webui", *same_template(model),
         ],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "LLAMA_ARG_N_GPU_LAYERS": "0"},
     )  # fmt: skip
@@ -96,6 +98,23 @@ def llama_server(binary: Path, model: Path, shape: ServerShape) -> Iterator[Runn
             proc.kill()
             proc.wait()
         log.close()
+
+
+def same_template(model: Path) -> list[str]:
+    """llama-server's arguments for the chat template Parley's engine uses on ``model``.
+
+    A GGUF without ``tokenizer.chat_template`` (the demo model has none) gets Parley's built-in
+    template for its architecture, where llama-server falls back to ChatML: a Gemma model then
+    reads ``<|im_start|>`` split into plain-text pieces (41 prompt tokens for a message Parley's
+    Gemma template makes 28 of). Same template, same prompt: the ratios compare the servers.
+    """
+    info = read_gguf_info(model)
+    builtin = ARCHITECTURE_TEMPLATES.get(info.architecture)
+    if info.has_chat_template or builtin is None:
+        return []  # both read the GGUF's own (or Parley refuses the model)
+    with tempfile.NamedTemporaryFile("w", prefix="parley-", suffix=".jinja", delete=False) as f:
+        f.write(BUILTIN_TEMPLATES[builtin])
+    return ["--chat-template-file", f.name]
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
