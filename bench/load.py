@@ -117,12 +117,15 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-async def concurrent_streams(target: Target, streams: int, tokens: int) -> dict[str, float]:
-    """``streams`` different prompts at once: aggregate tok/s over the wall time, TTFTs."""
+async def concurrent_streams(
+    target: Target, streams: int, tokens: int, tag: str = ""
+) -> dict[str, float]:
+    """``streams`` different prompts at once (``tag`` sets them apart from another call's):
+    aggregate tok/s over the wall time, TTFTs."""
     async with _session() as http:
         runs = await asyncio.gather(
             *[
-                chat(http, target, [{"role": "user", "content": f"{PROMPT} ({i})"}], tokens)
+                chat(http, target, [{"role": "user", "content": f"{PROMPT} ({tag}{i})"}], tokens)
                 for i in range(streams)
             ]
         )
