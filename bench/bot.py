@@ -67,6 +67,7 @@ from bench.bot_load import (  # noqa: E402
     serve,
     start_bot,
     tag_of,
+    user_rounds,
     wait_answered,
     words,
 )
@@ -114,7 +115,8 @@ async def _collect(quick: bool) -> dict[str, Any]:
             finally:
                 await bot.stop()
             count = TIMED_EACH // (3 if quick else 1)
-            floor_users = _rounds(900, 1 if quick else TIMED_ROUNDS)  # as the overhead phase
+            rounds = 1 if quick else TIMED_ROUNDS  # as the overhead phase
+            floor_users = user_rounds(900, rounds, TIMED_USERS)
             results["floor"] = await bot_floor.measure(
                 emu, engine, engine_url, Path(tmp), floor_users, count, LENGTHS[0]
             )
@@ -132,7 +134,7 @@ async def _phases(
     for i, tokens in enumerate(LENGTHS):
         count = (TIMED_EACH if i == 0 else 3) // (3 if quick else 1)
         rounds = TIMED_ROUNDS if i == 0 and not quick else 1
-        users = _rounds(100 + i * 100, rounds)  # fresh conversations
+        users = user_rounds(100 + i * 100, rounds, TIMED_USERS)  # fresh conversations
         lengths[str(tokens)] = await _timed(emu, engine, bot, calls, users, count, tokens)
     results["lengths"] = lengths
     results["overhead"] = lengths[str(LENGTHS[0])]
@@ -144,12 +146,6 @@ async def _phases(
     people, heavy = (40, 8) if quick else (LOAD_USERS, HEAVY)
     load = range(10_000, 10_000 + people)
     results["load"] = await _load(emu, engine, bot, calls, database, load, heavy)
-
-
-def _rounds(first_user: int, rounds: int) -> list[range]:
-    """``rounds`` groups of ``TIMED_USERS`` fresh users, from ``first_user`` on."""
-    return [range(first_user + r * TIMED_USERS, first_user + (r + 1) * TIMED_USERS)
-            for r in range(rounds)]  # fmt: skip
 
 
 async def _timed(

@@ -284,6 +284,11 @@ async def conversations(
     return sent
 
 
+def user_rounds(first_user: int, rounds: int, users: int = 8) -> list[range]:
+    """``rounds`` groups of ``users`` fresh user ids, from ``first_user`` on."""
+    return [range(first_user + r * users, first_user + (r + 1) * users) for r in range(rounds)]
+
+
 async def conversations_in_rounds(
     emu: TelegramEmulator, rounds: Iterable[Iterable[int]], count: int
 ) -> dict[Key, Sent]:

@@ -129,7 +129,6 @@ def collect(args: argparse.Namespace | None = None) -> dict[str, Any]:
     model = demo_model_path()
     raw = RawLlama(model, args.threads)
     results: dict[str, Any] = {"parley": measure(parley, model, args, raw)}
-    results["raw"] = results["parley"]["raw"]
     binary = os.environ.get("LLAMA_SERVER_BIN")
     if binary:
 
@@ -143,7 +142,8 @@ def collect(args: argparse.Namespace | None = None) -> dict[str, Any]:
 
 def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """(measure, Parley, reference, Parley ÷ reference, target) rows for the Markdown table."""
-    raw, ours, ref = results["raw"], results["parley"], results.get("llama_server")
+    ours, ref = results["parley"], results.get("llama_server")
+    raw = ours["raw"]  # each server's raw runs are its own phase's
     out: list[tuple[str, str, str, str, str]] = []
 
     def row(name: str, get: Callable[[dict[str, Any]], float], unit: str, target: str) -> None:

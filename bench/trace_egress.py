@@ -79,6 +79,7 @@ async def drive(rounds: int, workdir: Path) -> dict[str, list[float]]:
         serve,
         start_bot,
         tag_of,
+        user_rounds,
         words,
     )  # fmt: skip
     from tests.emulators.scripted_engine import ScriptedEngine
@@ -96,8 +97,7 @@ async def drive(rounds: int, workdir: Path) -> dict[str, list[float]]:
         try:
             await conversations(emu, range(1, 5), 1, 0.2)  # warm-up
             engine.before_finish = hold_until_paced(calls, engine.answer)
-            groups = [range(100 + 8 * r, 108 + 8 * r) for r in range(rounds)]
-            sent = await conversations_in_rounds(emu, groups, 13)
+            sent = await conversations_in_rounds(emu, user_rounds(100, rounds), 13)
         finally:
             await bot.stop()
     calls.update()

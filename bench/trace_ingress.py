@@ -73,6 +73,7 @@ async def drive(rounds: int, workdir: Path) -> dict[str, list[float]]:
         serve,
         start_bot,
         tag_of,
+        user_rounds,
         words,
     )
     from tests.emulators.scripted_engine import ScriptedEngine
@@ -88,8 +89,7 @@ async def drive(rounds: int, workdir: Path) -> dict[str, list[float]]:
         )  # fmt: skip
         try:
             await conversations(emu, range(1, 5), 1, 0.2)  # warm-up
-            groups = [range(100 + 8 * r, 108 + 8 * r) for r in range(rounds)]
-            sent = await conversations_in_rounds(emu, groups, 13)
+            sent = await conversations_in_rounds(emu, user_rounds(100, rounds), 13)
         finally:
             await bot.stop()
     stamps: dict[tuple[str, str], float] = {}
