@@ -40,3 +40,8 @@ class QueueFull(ParleyError):
 
 class TooLong(ParleyError):
     """A single message does not fit in the model's context."""
+
+
+class StoreUnavailable(ParleyError):
+    """The database cannot take writes (disk full, read-only, I/O error): the message was not
+    stored and the user is asked to send it again; the operator must fix the storage."""
