@@ -246,6 +246,8 @@ async def serve_metrics(app: Parley, host: str, port: int) -> tuple[web.AppRunne
     def ready() -> tuple[bool, list[str]]:
         if app.engines is None or app.service is None:
             return False, ["starting: waiting for the engine to load its model"]
+        if (fault := app.service.storage.fault) is not None:
+            return False, [f"the database cannot be written: {fault}"]
         if any(engine.up for engine in app.engines.engines):
             return True, []
         return False, [f"no engine is serving ({e.url}: {e.reason})" for e in app.engines.engines]

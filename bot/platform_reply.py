@@ -123,6 +123,8 @@ class PlatformReply:
         await self._started.wait()
         if self.reply is None:
             raise RuntimeError("the reply's placeholder could not be posted")
+        if not self.reply.text and not self._early:  # nothing streamed here: an answer an
+            self.reply.append(outcome.text)  # earlier run wrote, shown from the store
         if outcome.dropped and outcome.state == "done":
             self.reply.append(DROPPED_NOTE)
         if self._before_finish is not None:

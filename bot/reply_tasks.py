@@ -1,7 +1,9 @@
 """The service's background work on replies: showing final texts, and queue positions.
 
 A worker hands the final text to a tracked task and moves on, so a chat's pacing or a 429
-never holds an engine slot; ``Deliveries.drain`` lets shutdown wait for them, bounded.
+never holds an engine slot; ``Deliveries.drain`` lets shutdown wait for them, bounded. Once the
+platform has confirmed a final text, the task's ``on_shown`` records it (bot/store_jobs.py
+``mark_shown``): a final text that never got there is shown again by the next start.
 Queue positions are shown every few seconds, only to the front of the queue.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bot.incoming import Outcome
 from bot.queue import FairQueue
@@ -25,8 +27,12 @@ class Deliveries:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start(self, item: WorkItem, outcome: Outcome) -> None:
-        task = asyncio.create_task(_deliver(item, outcome), name=f"reply-{item.job.id}")
+    def start(
+        self, item: WorkItem, outcome: Outcome,
+        on_shown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:  # fmt: skip
+        """Show ``outcome``'s final text; then, if the platform confirmed it, ``on_shown``."""
+        task = asyncio.create_task(_deliver(item, outcome, on_shown), name=f"reply-{item.job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -39,11 +45,19 @@ class Deliveries:
                 task.cancel()
 
 
-async def _deliver(item: WorkItem, outcome: Outcome) -> None:
+async def _deliver(
+    item: WorkItem, outcome: Outcome, on_shown: Callable[[], Awaitable[None]] | None
+) -> None:
     try:
         await item.incoming.reply.finished(outcome)
-    except Exception:  # the answer is stored all the same; `parley admin history` has it
+    except Exception:  # the answer is stored all the same; the next start tries again
         log.exception("the final text of job %d could not be shown", item.job.id)
+        return
+    if on_shown is not None:
+        try:
+            await on_shown()
+        except Exception:  # shown twice at worst: the next start shows the same text again
+            log.exception("job %d was shown but could not be marked so", item.job.id)
 
 
 async def show_positions(

@@ -1,9 +1,12 @@
 """Finishing, after a restart, the answers a stopped (or killed) bot left queued or running.
 
 Each platform's unfinished jobs are queued again in their old order, their answers written
-into the placeholder the earlier run posted (or a new reply if it never got posted). A job
-older than ``RESUME_MAX_AGE`` seconds, or one already started twice (it may be what killed
-the bot), is not run again: it ends as failed and the user is told so on the same message.
+into the placeholder the earlier run posted (or a new reply if it never got posted; that one is
+recorded at once, so a bot killed again finds it). A job older than ``RESUME_MAX_AGE`` seconds,
+or one already started twice (it may be what killed the bot), is not run again: it ends as
+failed and the user is told so on the same message. A job the earlier run closed but whose
+final text the platform never confirmed (a 429's wait, a stop or a kill in between) is not
+answered again: its stored final text is shown in its message.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from datetime import UTC, datetime
 
 from bot.incoming import Incoming, Outcome, ReplySink
 from bot.service import ENGINE_ATTEMPTS, ChatService
-from bot.store_jobs import unfinished_jobs
-from bot.work import WorkItem
+from bot.store_jobs import Unfinished, mark_shown, set_reply_ref, unfinished_jobs
+from bot.work import STATE_OF, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +38,22 @@ class Resumed:
     queued: int  # queued again, to be answered now
     failed: int  # too old, or started too often: the user was told
     dropped: int  # the platform can no longer show them (no message to answer in)
+    shown: int = 0  # answered before, their final text being shown now
 
 
 async def resume_jobs(
     service: ChatService, platform: str, open_reply: OpenReply, max_age: float
 ) -> Resumed:
     """Queue ``platform``'s unfinished jobs again, oldest first; see the module docstring."""
-    queued = failed = dropped = 0
+    queued = failed = dropped = shown = 0
     now = datetime.now(UTC)
     for left in await unfinished_jobs(service.store, platform):
         accepted = left.accepted
         chat_id, user_id = accepted.conversation.chat_id, accepted.user.platform_user_id
         sink = open_reply(chat_id, user_id, left.source_ref, left.reply_ref)
+        if left.closed:
+            shown += await _show_again(service, platform, left, sink)
+            continue
         reason = None
         if sink is None:
             reason = UNSHOWABLE
@@ -64,7 +71,7 @@ async def resume_jobs(
         if reason is None:
             service.enqueue(item)
         if incoming.reply.reference() is None:  # not bound to the earlier run's message:
-            await incoming.reply.accepted(item.shown_position)  # a new one, to answer or tell
+            await _post(service, item)  # a new one, to answer or tell
         elif item.shown_position is not None:
             await incoming.reply.queued(item.shown_position)
         if reason is None:
@@ -73,12 +80,41 @@ async def resume_jobs(
         dropped += sink is None
         failed += sink is not None
         await service.give_up(item, reason)
-    if queued or failed or dropped:
+    if queued or failed or dropped or shown:
         log.warning(
             "resumed %s: %d answers queued again, %d ended (too old or started twice), "
-            "%d could not be shown any more", platform, queued, failed, dropped,
+            "%d could not be shown any more, %d answered before shown now",
+            platform, queued, failed, dropped, shown,
         )  # fmt: skip
-    return Resumed(queued, failed, dropped)
+    return Resumed(queued, failed, dropped, shown)
+
+
+async def _post(service: ChatService, item: WorkItem) -> None:
+    """Post a new reply for ``item`` and record it before anything else can happen."""
+    await item.incoming.reply.accepted(item.shown_position)
+    if (ref := item.incoming.reply.reference()) is not None:
+        await set_reply_ref(service.store, item.job.id, ref)
+
+
+async def _show_again(
+    service: ChatService, platform: str, left: Unfinished, sink: ReplySink | None
+) -> int:
+    """Show a closed job's stored final text in its message (1), or give it up (0) when the
+    platform cannot show it any more."""
+    accepted = left.accepted
+    if sink is None:
+        await mark_shown(service.store, accepted.job)
+        return 0
+    incoming = Incoming(
+        platform, accepted.conversation.chat_id, accepted.user.platform_user_id,
+        accepted.user.name, accepted.message.content, sink, left.source_ref,
+    )  # fmt: skip
+    item = WorkItem(incoming, accepted.user, accepted.conversation, accepted.message, accepted.job)
+    if sink.reference() is None:
+        await _post(service, item)
+    job = accepted.job
+    service.show_again(item, Outcome(STATE_OF[job.status], left.answer or "", job.error))
+    return 1
 
 
 class _Unshown:

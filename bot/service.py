@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,15 @@ from bot.queue import FairQueue, QueuedJob
 from bot.reply_tasks import Deliveries, show_positions
 from bot.service_calls import SYSTEM_PROMPT_KEY, ServiceCalls
 from bot.store import Store
-from bot.store_jobs import accept_message, begin_job, finish_job, requeue_job, set_reply_ref
+from bot.store_faults import StorageHealth
+from bot.store_jobs import (
+    accept_message,
+    begin_job,
+    finish_job,
+    mark_shown,
+    requeue_job,
+    set_reply_ref,
+)
 from bot.streaming import stream_answer
 from bot.work import JOB_STATUS, WorkItem, describe, measure, reply_of, user_key
 
@@ -57,6 +66,7 @@ ENGINE_ATTEMPTS = 2  # an answer cut off by a dying engine is written once more
 PAUSED = "Parley is restarting; this answer will be written here when it is back"
 ENGINE_LOST = "the engine stopped while writing this answer; please send your message again"
 STOPPED = Outcome("stopped", "")
+STORE_DOWN = "I can't store messages right now; please try again shortly."
 
 
 class ChatService(ServiceCalls):
@@ -98,11 +108,14 @@ class ChatService(ServiceCalls):
         self._dispatcher: asyncio.Task[None] | None = None
         self._answers: set[asyncio.Task[None]] = set()
         self._deliveries = Deliveries()
+        self.delivery_grace = DELIVERY_GRACE  # stop() waits this long for final texts
         self._positions: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._written = TokenRate()
         self._prompt_sizes = PromptSizes()
         self.allowed_at_runtime: set[tuple[str, str]] = set()  # `parley admin users allow`
+        # a full disk or a read-only file: messages refused, readiness 503, probed until over
+        self.storage = StorageHealth(lambda: store.set_setting("store_probe", str(time.time())))
         self.started_at = time.time()
 
     # ---- lifecycle --------------------------------------------------------------------
@@ -147,7 +160,8 @@ class ChatService(ServiceCalls):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._positions
             self._positions = None
-        await self._deliveries.drain(DELIVERY_GRACE)
+        await self.storage.close()
+        await self._deliveries.drain(self.delivery_grace)
 
     # ---- adapter calls ----------------------------------------------------------------
 
@@ -179,8 +193,14 @@ class ChatService(ServiceCalls):
                 incoming.chat_id, incoming.text, incoming.source_ref,
                 begin=SYSTEM_PROMPT_KEY if starts_now else None,
             )  # fmt: skip
+        except sqlite3.DatabaseError as exc:
+            if not self.storage.check(exc):
+                raise
+            await incoming.reply.notice(STORE_DOWN)  # nothing stored: the user sends it again
+            return
         finally:
             self._beginning -= starts_now
+        self.storage.recovered()
         if accepted is None:
             return  # banned: no answer at all
         METRICS.count("parley_messages_received_total", platform=incoming.platform)
@@ -285,11 +305,14 @@ class ChatService(ServiceCalls):
             with request_id_bound(job.payload.incoming.request_id):
                 await job.payload.incoming.reply.started()
                 await self._answer(job, held)
-        except Exception:
-            log.exception("answering job %d failed", job.payload.job.id)
+        except Exception as exc:
+            if self.storage.check(exc):  # the message is stored: a restart answers it
+                error = STORE_DOWN
+            else:
+                log.exception("answering job %d failed", job.payload.job.id)
+                error = "internal error; please try again"
             with contextlib.suppress(Exception):
-                outcome = Outcome("error", "", error="internal error; please try again")
-                await self._finish(job.payload, outcome)
+                await self._finish(job.payload, Outcome("error", "", error=error))
         finally:
             job.payload.asking.set()
             for slot in held:
@@ -361,17 +384,35 @@ class ChatService(ServiceCalls):
         job, on the loop's thread, while the final edit is on its way (not on aiosqlite's,
         where it fought the edit for the GIL). It is stored before a message sent after seeing
         the edit can arrive; a bot that dies in between leaves the job open, answered again at
-        its next start."""
+        its next start. The job counts as shown once both the store and the platform have
+        confirmed (``_shown``); a bot that dies or stops before that shows the stored text
+        again at its next start (bot/resume.py)."""
         item.asking.set()
-        self._deliveries.start(item, outcome)
+        stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._deliveries.start(item, outcome, lambda: self._shown(item, stored))
         reply = reply_of(item, outcome)
         for _ in range(FINISH_AFTER_TURNS):  # the edit's request is written meanwhile
             await asyncio.sleep(0)
         try:
             await finish_job(self.store, item.job, JOB_STATUS[outcome.state], reply, outcome.error)
-        except Exception:  # shown already; a second, error, reply would contradict it
-            log.exception("job %d could not be closed in the store", item.job.id)
+        except Exception as exc:  # shown already; a second, error, reply would contradict it
+            stored.set_result(False)
+            if not self.storage.check(exc):
+                log.exception("job %d could not be closed in the store", item.job.id)
+        else:
+            stored.set_result(True)
         measure(item, outcome, self._written)
+
+    async def _shown(self, item: WorkItem, stored: asyncio.Future[bool]) -> None:
+        """The platform confirmed the final text: once the job is closed, it is done for good
+        (not closed: it stays open, and the next start answers it again)."""
+        if await stored:
+            await mark_shown(self.store, item.job)
+
+    def show_again(self, item: WorkItem, outcome: Outcome) -> None:
+        """Show a closed job's stored final text (an earlier run stopped before the platform
+        confirmed it), and mark it shown once it is (bot/resume.py)."""
+        self._deliveries.start(item, outcome, lambda: mark_shown(self.store, item.job))
 
 
 def _cache_key(item: WorkItem) -> str:

@@ -273,11 +273,11 @@ class Store:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
-            except BaseException:
+                await self._db.execute("COMMIT")
+            except BaseException:  # a refused COMMIT (disk full) leaves the transaction open
                 if self._db.in_transaction:
                     await self._db.execute("ROLLBACK")
                 raise
-            await self._db.execute("COMMIT")
 
     async def atomic(self, work: Callable[[sqlite3.Connection], T], *, now: bool = False) -> T:
         """Run ``work`` atomically on aiosqlite's thread: returns once it is committed; on

@@ -154,8 +154,19 @@ def _commit_begun(db: sqlite3.Connection, works: list[Work]) -> list[Outcome]:
         if len(works) == 1 and isinstance(exc, Exception):
             return [(None, exc)]
         raise
-    db.execute("COMMIT")
+    _commit(db)
     return outcomes
+
+
+def _commit(db: sqlite3.Connection) -> None:
+    """COMMIT, or roll back when it fails: a COMMIT refused for a full disk leaves the
+    transaction open, and every later BEGIN would fail even once space is back."""
+    try:
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _in_savepoint(db: sqlite3.Connection, work: Work) -> Outcome:

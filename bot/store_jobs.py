@@ -8,7 +8,9 @@ aiosqlite round trip per statement those took about a dozen trips, 3-4 ms of the
 per-message overhead in bench/bot.py; through ``Store.atomic`` each is one. The user's message
 and job are committed before the job is queued, as DESIGN.md asks ("before anything else
 happens"); the reply right after its final text is handed to the platform (``_finish`` in
-bot/service.py says why), before the chat's next message can arrive.
+bot/service.py says why), before the chat's next message can arrive. A closed job counts as
+shown only once the platform has confirmed its final text (``mark_shown``); until then a restart
+shows the stored text again (bot/resume.py).
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ async def finish_job(
             )  # fmt: skip
             reply_id = stored.id
         update_job(db, job.id, status, reply_id, error)
+        db.execute("UPDATE jobs SET shown = 0 WHERE id = ?", (job.id,))  # until confirmed
         if reply is not None and reply.prompt_tokens is not None:
             db.execute(
                 "UPDATE jobs SET prompt_tokens = ?, completion_tokens = ?, ttft_ms = ?, model = ?"
@@ -144,6 +147,11 @@ async def finish_job(
         return reply_id
 
     return await store.atomic(finish, now=True)  # no thread to fight the final edit for the GIL
+
+
+async def mark_shown(store: Store, job: Job) -> None:
+    """The platform confirmed the job's final text: nothing is left to do for it."""
+    await store.atomic(lambda db: db.execute("UPDATE jobs SET shown = 1 WHERE id = ?", (job.id,)))
 
 
 async def requeue_job(store: Store, job: Job) -> None:
@@ -165,31 +173,42 @@ async def set_reply_ref(store: Store, job_id: int, reply_ref: str) -> None:
 
 @dataclass(frozen=True)
 class Unfinished:
-    """A job left queued or running by a bot that stopped, with what resuming it needs."""
+    """A job left queued or running by a bot that stopped, or closed but its final text not
+    yet shown, with what resuming it needs."""
 
     accepted: Accepted
     attempts: int  # times a worker started it
     source_ref: str | None
     reply_ref: str | None
+    answer: str | None = None  # a closed job's stored answer ("" if none was written)
+
+    @property
+    def closed(self) -> bool:
+        """Answered (or ended) already: only its final text is left to show."""
+        return self.accepted.job.status not in ("queued", "running")
 
 
 _UNFINISHED = f"""
 SELECT {JOB_COLUMNS}, j.attempts, j.source_ref, j.reply_ref,
-       u.platform_user_id, u.name, c.chat_id, {MESSAGE_COLUMNS}
+       u.platform_user_id, u.name, c.chat_id, r.content, {MESSAGE_COLUMNS}
 FROM jobs j JOIN messages m ON m.id = j.message_id
 JOIN conversations c ON c.id = m.conversation_id JOIN users u ON u.id = j.user_id
-WHERE j.status IN ('queued', 'running') AND c.platform = ? ORDER BY j.id
+LEFT JOIN messages r ON r.id = j.reply_message_id
+WHERE j.id IN (SELECT id FROM jobs WHERE status IN ('queued', 'running')
+               UNION SELECT id FROM jobs WHERE shown = 0)
+  AND c.platform = ? ORDER BY j.id
 """
 
 
 async def unfinished_jobs(store: Store, platform: str) -> list[Unfinished]:
-    """Queued and running jobs of ``platform``'s chats, oldest first."""
+    """Queued and running jobs of ``platform``'s chats, and closed ones not yet shown, oldest
+    first."""
     found = []
     for row in await store.query(_UNFINISHED, (platform,)):
         job = job_from_row(row[:8])
-        attempts, source_ref, reply_ref, user_id, name, chat_id = row[8:14]
+        attempts, source_ref, reply_ref, user_id, name, chat_id, answer = row[8:15]
         user = User(job.user_id, platform, user_id, name)
         conversation = Conversation(job.conversation_id, job.user_id, platform, chat_id)
-        accepted = Accepted(user, conversation, message_from_row(row[14:]), job)
-        found.append(Unfinished(accepted, int(attempts), source_ref, reply_ref))
+        accepted = Accepted(user, conversation, message_from_row(row[15:]), job)
+        found.append(Unfinished(accepted, int(attempts), source_ref, reply_ref, answer or ""))
     return found

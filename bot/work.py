@@ -15,6 +15,7 @@ from bot.store import Conversation, Job, JobStatus, Message, MessageStatus, User
 from bot.store_jobs import Begun, Reply
 
 JOB_STATUS: dict[State, JobStatus] = {"done": "done", "stopped": "cancelled", "error": "failed"}
+STATE_OF: dict[JobStatus, State] = {status: state for state, status in JOB_STATUS.items()}
 MESSAGE_STATUS: dict[State, MessageStatus] = {
     "done": "complete",
     "stopped": "cancelled",

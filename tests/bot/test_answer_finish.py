@@ -45,7 +45,7 @@ async def test_the_final_text_goes_out_first_and_the_answer_is_stored_on_the_loo
     await ask(service, "hello", sink)
     assert sink.statuses_when_shown == ["running"]  # the answer is not stored yet
     await stored(service)
-    assert store._commits.batches == before + 2
+    assert store._commits.batches == before + 3  # the accept, the answer, then "shown"
     assert store._commits.on_loop == on_loop + 2  # the accept, then the answer
     await ask(service, "and after seeing it?")
     await stored(service)
@@ -54,12 +54,13 @@ async def test_the_final_text_goes_out_first_and_the_answer_is_stored_on_the_loo
 
 
 async def stored(service: ChatService) -> None:
-    """Wait until every job is closed, its answer stored (first letting the store write due
-    now go ahead: a query holding the connection would send it to aiosqlite's thread)."""
+    """Wait until every job is closed, its answer stored and shown (first letting the store
+    write due now go ahead: a query holding the connection would send it to aiosqlite's
+    thread)."""
     await asyncio.sleep(0.05)
     for _ in range(500):
-        rows = await service.store.query("SELECT status, reply_message_id FROM jobs", ())
-        if all(status == "done" and reply is not None for status, reply in rows):
+        rows = await service.store.query("SELECT status, reply_message_id, shown FROM jobs", ())
+        if all(status == "done" and reply is not None and shown for status, reply, shown in rows):
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"jobs still open: {rows}")

@@ -1,0 +1,103 @@
+"""A job counts as shown only once the platform confirmed its final text: a bot that stops
+while the final edit waits out a 429 leaves it unshown, and the next start shows the stored
+text in the same message, without asking the engine again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+
+from bot.incoming import Incoming
+from bot.platform_reply import PlatformReply
+from bot.replies import RateLimited
+from bot.resume import resume_jobs
+from bot.service import ChatService
+from bot.store import Store
+from tests.bot.scripted_service import ANSWER, scripted
+from tests.bot.test_platform_reply import Surface
+from tests.emulators.scripted_engine import ScriptedEngine
+
+__all__ = ["scripted"]  # the fixture
+
+
+class FloodedSurface(Surface):
+    """Refuses every edit that would show the final text (no cursor) with a long 429."""
+
+    limit = 1000  # the answer fits one message
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flooded = True
+        self.refused = asyncio.Event()
+
+    async def edit(self, message_id: str, text: str) -> None:
+        if self.flooded and "▌" not in text and text != "…":
+            self.refused.set()
+            raise RateLimited(60)
+        await super().edit(message_id, text)
+
+
+def _jobs(store: Store) -> list[tuple[str, int]]:
+    assert store.path is not None
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        return db.execute("SELECT status, shown FROM jobs ORDER BY id").fetchall()
+
+
+async def test_a_final_text_held_by_a_429_is_shown_by_the_next_start(
+    scripted: tuple[ScriptedEngine, ChatService],
+) -> None:
+    engine, service = scripted
+    surface = FloodedSurface()
+    reply = PlatformReply(surface)
+    await service.handle(Incoming("test", "chat-1", "alice", "Alice", "hello", reply))
+    await asyncio.wait_for(surface.refused.wait(), 30)
+    for _ in range(200):  # the answer is stored right after its final text is handed over
+        if _jobs(service.store) == [("done", 0)]:
+            break
+        await asyncio.sleep(0.01)
+    assert _jobs(service.store) == [("done", 0)]  # stored, not shown
+    service.delivery_grace = 0.2
+    await service.stop(resumable=True)  # the stop gives up on the 429's minute
+    (message_id,) = surface.messages
+    assert surface.messages[message_id][-1] != ANSWER  # the user never saw the answer
+    assert _jobs(service.store) == [("done", 0)]
+
+    asked = len(engine.requests)
+    surface.flooded = False
+    service.start()  # the next start, on the same store
+    resumed = await resume_jobs(
+        service, "test", lambda *_: _resumed(surface, message_id), max_age=3600
+    )
+    assert (resumed.queued, resumed.shown) == (0, 1)
+    for _ in range(500):
+        if _jobs(service.store) == [("done", 1)]:
+            break
+        await asyncio.sleep(0.01)
+    assert _jobs(service.store) == [("done", 1)]
+    assert list(surface.messages) == [message_id]  # the same message, nothing new posted
+    assert surface.messages[message_id][-1] == ANSWER
+    assert len(engine.requests) == asked  # shown from the store, not written again
+
+
+async def test_an_answer_the_platform_confirmed_is_not_shown_again(
+    scripted: tuple[ScriptedEngine, ChatService],
+) -> None:
+    _, service = scripted
+    surface = Surface()
+    reply = PlatformReply(surface)
+    await service.handle(Incoming("test", "chat-1", "alice", "Alice", "hello", reply))
+    await asyncio.wait_for(reply.done.wait(), 30)
+    for _ in range(500):
+        if _jobs(service.store) == [("done", 1)]:
+            break
+        await asyncio.sleep(0.01)
+    assert _jobs(service.store) == [("done", 1)]
+    resumed = await resume_jobs(service, "test", lambda *_: PlatformReply(surface), 3600)
+    assert resumed == type(resumed)(0, 0, 0, 0)
+
+
+def _resumed(surface: Surface, message_id: str) -> PlatformReply:
+    reply = PlatformReply(surface)
+    reply.resume_in(message_id)
+    return reply
