@@ -6,6 +6,7 @@ platform adapters through ``bot.replies.StreamedReply``, the terminal by printin
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -91,8 +92,26 @@ def is_valid_unicode(text: str) -> bool:
     return True
 
 
+# What shows as nothing at all: whitespace, C0/C1 controls (NUL included), and Unicode's
+# Default_Ignorable_Code_Point set (zero-width spaces and joiners, word joiner, BOM, bidi marks,
+# variation selectors, Hangul fillers, tags), plus the Braille blank, which apps use as an
+# "invisible" character. A message of only these is empty to the person who sent it; answering
+# it would spend an engine slot on a prompt the user cannot see.
+_BLANK = re.compile(
+    r"[\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+    r"\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0"
+    r"\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]*"
+)
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` has nothing a person could see (see ``_BLANK``)."""
+    return _BLANK.fullmatch(text) is not None
+
+
 def text_problem(text: str) -> str | None:
-    """Why a message cannot be answered as it is (no text, or not text), for the user."""
-    if not text.strip():
+    """Why a message cannot be answered as it is (nothing visible, or not text), for the
+    user."""
+    if is_blank(text):
         return NO_TEXT
     return None if is_valid_unicode(text) else NOT_UNICODE

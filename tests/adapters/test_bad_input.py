@@ -103,7 +103,10 @@ CASES = [
     Case("invalid UTF-8", "", "broken", CONSOLE, line=b"bad \xff\xfe \xc3\x28 \xed\xa0\x80 end"),
     Case("RTL and bidi", "مرحبا بالعالم \u202eevil\u202c שלום \u200f\u200e \u2067isolate\u2069"),
     Case("zero-width", "zero\u200bwidth\u200c\u200dtext\ufeff\u2060"),
-    Case("only zero-width", "\u200b\u200c\u200d\ufeff"),
+    # nothing a person could see: refused as empty, not answered (issue 33)
+    Case("only zero-width", "\u200b\u200c\u200d\ufeff\u2060", "empty"),
+    Case("only NUL", "\x00\x00\x00", "empty"),
+    Case("invisible mix", " \u200b\x00\u2800\u3164\u200e\ufe0f ", "empty"),
     Case("emoji sequences", "👨‍👩‍👧‍👦 🏳️‍🌈 👍🏽 🇺🇳 1️⃣ 🧑🏿‍🚀 🫶🏻 ❤️‍🔥"),
     Case("combining marks", "Z" + "\u0337\u0322\u031b" * 40 + "algo"),
     Case("Markdown/HTML bomb", BOMB, "too long"),
