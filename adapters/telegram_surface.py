@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 LIMIT = 4000  # Telegram allows 4096 characters; keep a margin for emoji counted as two
 EDIT_INTERVAL = 1.0  # seconds between updates of one chat
 NETWORK_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
+# How long a sendMessage may take to answer. Not the 5 s other calls get: a send is not safe
+# to repeat (Telegram may have posted it and only answered late, and a second send leaves the
+# first as a stray "…" for ever), while an edit is. The user sees the message as soon as
+# Telegram posts it; only its id, which the stream needs, waits.
+SEND_READ_TIMEOUT = 60.0
 STOP_PREFIX = "stop:"
 
 T = TypeVar("T")
@@ -136,6 +141,10 @@ class TelegramSurface:
 
     async def _call(self, method: str, **params: Any) -> Any:
         """A Bot API call's raw answer (PTB's errors as usual; None values are left out)."""
+        if method == "send_message":
+            return await self.bot.do_api_request(
+                method, api_kwargs=params, read_timeout=SEND_READ_TIMEOUT
+            )
         return await self.bot.do_api_request(method, api_kwargs=params)
 
     async def typing(self) -> None:

@@ -24,14 +24,19 @@ TELEGRAM_STORM = [  # (method, fault, times): about two faults of each kind per 
 ]  # fmt: skip
 
 
-def _stored_answers(database: Path) -> dict[str, str]:
+def _stored_answers(database: Path) -> dict[str, list[str]]:
+    """Each user's stored answers (all of them: a dict of one answer per user would keep only
+    the last, and an assertion on it could pass by another user's answer)."""
     with sqlite3.connect(database) as db:
         rows = db.execute(
             "SELECT u.platform_user_id, m.content FROM messages m"
             " JOIN conversations c ON c.id = m.conversation_id"
-            " JOIN users u ON u.id = c.user_id WHERE m.role = 'assistant'"
+            " JOIN users u ON u.id = c.user_id WHERE m.role = 'assistant' ORDER BY m.id"
         ).fetchall()
-    return {user: content.strip() for user, content in rows}
+    answers: dict[str, list[str]] = {}
+    for user, content in rows:
+        answers.setdefault(user, []).append(content.strip())
+    return answers
 
 
 async def test_a_telegram_fault_storm_loses_and_repeats_nothing(
@@ -50,9 +55,23 @@ async def test_a_telegram_fault_storm_loses_and_repeats_nothing(
         stored = _stored_answers(bot.database)
         for user, message_id in asked.items():
             assert len(bot.replies_to(message_id, user)) == 1  # never sent twice
-            assert len(shown[user]) > 40 and shown[user].strip() in stored.values()
+            assert len(shown[user]) > 40 and shown[user].strip() in stored[str(user)]
         injected = sum(times for _, _, times in TELEGRAM_STORM)
         assert len([c for c in bot.emu.requests if c.fault]) == injected
+
+
+async def test_a_placeholder_telegram_posts_but_answers_late_is_used_not_sent_again(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    """sendMessage carried out, its answer 7 s late (past the 5 s other calls wait): the bot
+    waits for it instead of sending again, so no stray "…" is left behind."""
+    async with telegram_bot(engine, tmp_path / "bot.db", max_tokens=24) as bot:
+        bot.emu.fail_next("sendMessage", "late", retry_after=7)
+        asked = await bot.emu.user_says("Describe the sea", chat_id=ALICE, user_id=ALICE)
+        answer = plain((await bot.answer_to(asked, ALICE, 90)).text)
+        assert len(bot.replies_to(asked, ALICE)) == 1  # no stray placeholder beside it
+        assert answer.strip() in _stored_answers(bot.database)[str(ALICE)]
+        assert [c.fault for c in bot.emu.calls("sendMessage")] == ["late"]  # sent once
 
 
 async def test_discord_5xx_and_dropped_edits_still_end_in_the_stored_text(
@@ -64,5 +83,5 @@ async def test_discord_5xx_and_dropped_edits_still_end_in_the_stored_text(
         run = await bot.emu.run_slash_command("chat", {"prompt": "The sea"}, user_id=DISCORD_ALICE)
         final = await bot.final(await bot.emu.wait_for(lambda: run.original_id), 90)
         stored = _stored_answers(bot.database)
-        assert len(final.content) > 40 and final.content.strip() in stored.values()
+        assert len(final.content) > 40 and final.content.strip() in stored[str(DISCORD_ALICE)]
         assert len([r for r in bot.emu.requests if r.fault]) == 4

@@ -14,6 +14,7 @@ from bot.replies import RateLimited
 from bot.resume import resume_jobs
 from bot.service import ChatService
 from bot.store import Store
+from bot.store_jobs import accept_message
 from tests.bot.scripted_service import ANSWER, scripted
 from tests.bot.test_platform_reply import Surface
 from tests.emulators.scripted_engine import ScriptedEngine
@@ -101,3 +102,21 @@ def _resumed(surface: Surface, message_id: str) -> PlatformReply:
     reply = PlatformReply(surface)
     reply.resume_in(message_id)
     return reply
+
+
+async def test_a_reply_posted_by_a_restart_is_recorded_before_it_is_answered(
+    scripted: tuple[ScriptedEngine, ChatService],
+) -> None:
+    """A job whose placeholder was never recorded gets a new one at the next start; that one
+    is recorded at once, so a bot killed again writes into it, not into a third."""
+    _, service = scripted
+    await accept_message(service.store, "test", "alice", "Alice", "chat-1", "hello?", "7")
+    surface = FloodedSurface()
+    surface.flooded = False
+    reply = PlatformReply(surface)
+    resumed = await resume_jobs(service, "test", lambda *_: reply, max_age=3600)
+    assert resumed.queued == 1
+    refs = await service.store.query("SELECT reply_ref FROM jobs", ())
+    assert refs == [(reply.reference(),)] and reply.reference() is not None
+    await asyncio.wait_for(reply.done.wait(), 30)
+    assert list(surface.messages) == [reply.reference()]

@@ -52,7 +52,7 @@ from tests.emulators.telegram_models import (
 )
 
 T = TypeVar("T")
-FaultKind = Literal["429", "502", "drop"]
+FaultKind = Literal["429", "502", "drop", "late"]
 Handler = Callable[[JSON], Awaitable[Any]]
 
 
@@ -143,7 +143,8 @@ class TelegramEmulator:
     # -- test controls and records -------------------------------------------------------------
 
     def fail_next(self, method: str, kind: FaultKind, times: int = 1, retry_after: int = 1) -> None:
-        """The next ``times`` calls of ``method`` get a 429, an nginx 502, or a dropped socket."""
+        """The next ``times`` calls of ``method`` get a 429, an nginx 502, a dropped socket, or
+        ("late") are carried out but answered only ``retry_after`` seconds later."""
         self._faults.setdefault(method.lower(), []).extend([(kind, retry_after)] * times)
 
     @property
@@ -336,12 +337,15 @@ class TelegramEmulator:
             params.update(decode_params({k: v for k, v in form.items() if isinstance(v, str)}))
         call = ApiCall(method, params, at=arrived)
         self.requests.append(call)
+        late = 0
         if request.match_info["token"] != self.token:
             return _error(ApiError(401, "Unauthorized"))
         if faults := self._faults.get(method.lower()):
             kind, retry_after = faults.pop(0)
             call.fault = kind
-            return _fault(request, kind, retry_after)
+            if kind != "late":
+                return _fault(request, kind, retry_after)
+            late = retry_after
         handler = self._methods.get(method.lower())
         if handler is None:
             return _error(ApiError(404, "Not Found"))
@@ -349,6 +353,8 @@ class TelegramEmulator:
             result = await handler(params)
         except ApiError as exc:
             return _error(exc)
+        if late:  # done, as Telegram does it, but the answer comes late
+            await asyncio.sleep(late)
         return web.json_response({"ok": True, "result": result})
 
     # -- methods -------------------------------------------------------------------------------
