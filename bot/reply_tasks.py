@@ -29,10 +29,13 @@ class Deliveries:
 
     def start(
         self, item: WorkItem, outcome: Outcome,
-        on_shown: Callable[[], Awaitable[None]] | None = None,
+        on_shown: Callable[[], Awaitable[None]] | None = None, last_try: bool = False,
     ) -> None:  # fmt: skip
-        """Show ``outcome``'s final text; then, if the platform confirmed it, ``on_shown``."""
-        task = asyncio.create_task(_deliver(item, outcome, on_shown), name=f"reply-{item.job.id}")
+        """Show ``outcome``'s final text; then, if the platform confirmed it (or refused it on
+        the ``last_try``: no later start would fare better), ``on_shown``."""
+        task = asyncio.create_task(
+            _deliver(item, outcome, on_shown, last_try), name=f"reply-{item.job.id}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -46,13 +49,15 @@ class Deliveries:
 
 
 async def _deliver(
-    item: WorkItem, outcome: Outcome, on_shown: Callable[[], Awaitable[None]] | None
-) -> None:
+    item: WorkItem, outcome: Outcome, on_shown: Callable[[], Awaitable[None]] | None,
+    last_try: bool,
+) -> None:  # fmt: skip
     try:
         await item.incoming.reply.finished(outcome)
     except Exception:  # the answer is stored all the same; the next start tries again
         log.exception("the final text of job %d could not be shown", item.job.id)
-        return
+        if not last_try:
+            return
     if on_shown is not None:
         try:
             await on_shown()

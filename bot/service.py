@@ -411,8 +411,10 @@ class ChatService(ServiceCalls):
 
     def show_again(self, item: WorkItem, outcome: Outcome) -> None:
         """Show a closed job's stored final text (an earlier run stopped before the platform
-        confirmed it), and mark it shown once it is (bot/resume.py)."""
-        self._deliveries.start(item, outcome, lambda: mark_shown(self.store, item.job))
+        confirmed it), and mark it shown once it is, or once the platform refused it: a
+        second refusal (the chat gone, the bot blocked) would come at every start."""
+        mark = lambda: mark_shown(self.store, item.job)  # noqa: E731
+        self._deliveries.start(item, outcome, mark, last_try=True)
 
 
 def _cache_key(item: WorkItem) -> str:

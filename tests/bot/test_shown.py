@@ -120,3 +120,37 @@ async def test_a_reply_posted_by_a_restart_is_recorded_before_it_is_answered(
     assert refs == [(reply.reference(),)] and reply.reference() is not None
     await asyncio.wait_for(reply.done.wait(), 30)
     assert list(surface.messages) == [reply.reference()]
+
+
+class GoneSurface(Surface):
+    """A chat the bot can no longer write to (blocked, deleted): every call fails."""
+
+    async def send(self, text: str) -> str:
+        raise RuntimeError("Forbidden: bot was blocked by the user")
+
+    async def edit(self, message_id: str, text: str) -> None:
+        raise RuntimeError("Forbidden: bot was blocked by the user")
+
+
+async def test_a_final_text_the_platform_refuses_again_is_tried_once_not_at_every_start(
+    scripted: tuple[ScriptedEngine, ChatService],
+) -> None:
+    _, service = scripted
+    surface = FloodedSurface()
+    await service.handle(
+        Incoming("test", "chat-1", "alice", "Alice", "hello", PlatformReply(surface))
+    )
+    await asyncio.wait_for(surface.refused.wait(), 30)
+    service.delivery_grace = 0.2
+    await service.stop(resumable=True)
+    assert _jobs(service.store) == [("done", 0)]
+    service.start()
+    gone = GoneSurface()
+    resumed = await resume_jobs(service, "test", lambda *_: _resumed(gone, "1"), 3600)
+    assert resumed.shown == 1
+    for _ in range(500):
+        if _jobs(service.store) == [("done", 1)]:
+            break
+        await asyncio.sleep(0.01)
+    assert _jobs(service.store) == [("done", 1)]  # given up after this try
+    assert (await resume_jobs(service, "test", lambda *_: _resumed(gone, "1"), 3600)).shown == 0
