@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install model test lint typecheck pytest run bench llama-server clean
+.PHONY: install model test lint typecheck pytest run bench soak llama-server clean
 
 # llama-cpp-python compiles llama.cpp from source (~10 min on 2 cores), once per set of build
 # flags: the wheel is kept in $(WHEELS) and every later venv or fresh clone (CI too) reuses it.
@@ -50,6 +50,10 @@ run: install model
 # `make llama-server`) the same load also runs against llama.cpp's own server.
 bench: install model
 	$(BIN)/python -m bench
+
+# The real bot and engine under 6 steady users for MINUTES (10) minutes; not part of `make test`.
+soak: install model
+	$(BIN)/python -m bench.soak --minutes $(or $(MINUTES),10)
 
 llama-server: install
 	bench/build_llama_server.sh .cache/llama-server
