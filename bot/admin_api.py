@@ -18,10 +18,12 @@ from aiohttp import web
 
 from bot import store_admin
 from bot.backup import backup_database
-from bot.errors import ParleyError
+from bot.errors import ConfigError, ParleyError
 from bot.model_catalog import local_models
+from bot.private_files import make_private_folder
 from bot.redact import redact
 from bot.service import ChatService
+from bot.store_faults import storage_fault
 
 SERVICE = web.AppKey("service", ChatService)
 TOKEN = web.AppKey("token", str)
@@ -178,19 +180,27 @@ async def stats(request: web.Request) -> web.Response:
 async def serve_admin(
     service: ChatService, socket: Path, token: str, info: dict[str, Any], write_token: bool
 ) -> web.AppRunner:
-    """Listen on ``socket`` (mode 600); ``write_token`` leaves the token beside it (mode 600)."""
-    socket.parent.mkdir(parents=True, exist_ok=True)
-    socket.unlink(missing_ok=True)
+    """Listen on ``socket`` (mode 600); ``write_token`` leaves the token beside it (mode 600).
+    ConfigError, one line, when the socket's folder cannot take them (read-only, full)."""
     runner = web.AppRunner(create_admin_app(service, token, info), access_log=None)
     await runner.setup()
     old_mask = os.umask(0o177)
     try:
+        make_private_folder(socket.parent)
+        socket.unlink(missing_ok=True)
         await web.UnixSite(runner, str(socket)).start()
         if write_token:
             _write_private(token_path(socket), token)
+        os.chmod(socket, 0o600)
+    except OSError as exc:
+        await runner.cleanup()
+        fault = storage_fault(exc) or exc.strerror or str(exc)
+        raise ConfigError(
+            f"cannot open the admin socket {socket} (ADMIN_SOCKET, else beside DATABASE_PATH): "
+            f"{fault}"
+        ) from exc
     finally:
         os.umask(old_mask)
-    os.chmod(socket, 0o600)
     return runner
 
 

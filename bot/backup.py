@@ -2,9 +2,10 @@
 backup API, while the bot keeps running.
 
 The copy is read through a second, read-only connection in a thread: in WAL mode a reader
-sees one snapshot and never blocks the bot's writes. It is written next to the target, checked
-with ``PRAGMA integrity_check``, made private (mode 600: it holds everyone's history) and only
-then moved into place, so a failed backup never leaves a half-written file at PATH.
+sees one snapshot and never blocks the bot's writes. It is written next to the target, private
+from its first byte (mode 600: it holds everyone's history), checked with ``PRAGMA
+integrity_check`` and only then moved into place, so a failed backup never leaves a
+half-written file at PATH.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.errors import ParleyError
+from bot.private_files import create_private_file
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ def _backup(source: Path, target: Path) -> Backup:
         raise ParleyError(f"cannot write a backup to {target}: {target.parent} is not a folder")
     partial = target.with_name(target.name + ".partial")
     try:
+        # private from its first byte (and so its -journal): it holds everyone's history
+        partial.unlink(missing_ok=True)  # a failed backup's, of whatever mode
+        create_private_file(partial)
         with (
             closing(sqlite3.connect(source.resolve().as_uri() + "?mode=ro", uri=True)) as reader,
             closing(sqlite3.connect(partial)) as copy,

@@ -45,3 +45,10 @@ class TooLong(ParleyError):
 class StoreUnavailable(ParleyError):
     """The database cannot take writes (disk full, read-only, I/O error): the message was not
     stored and the user is asked to send it again; the operator must fix the storage."""
+
+
+class StoreUnusable(ConfigError):
+    """At start-up the database cannot be opened or written (a folder in its place, a damaged
+    file, read-only or full storage): only the operator can fix it, so ``parley run`` says
+    what is wrong in one line and ends with ``EX_CONFIG`` instead of being restarted into the
+    same fault every few seconds."""

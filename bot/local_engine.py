@@ -32,6 +32,7 @@ import aiohttp
 from bot.engine_client import EngineClient
 from bot.errors import EngineUnavailable, ModelUnavailable
 from bot.log_file import RotatingLog, copy_stream
+from bot.private_files import make_private_folder
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class LocalEngine:
             self.args[self.args.index("--model") + 1] = spec
 
     async def _launch(self, client: EngineClient) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(self.log_path.parent)
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "engine", "--port", "0", *self.args,
             stdin=asyncio.subprocess.DEVNULL,

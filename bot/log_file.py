@@ -8,9 +8,12 @@ import asyncio
 import codecs
 import contextlib
 import logging
+import os
 from collections import deque
 from pathlib import Path
 from typing import TextIO
+
+from bot.private_files import open_private_append
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,10 @@ class RotatingLog:
         self._size = 0
 
     def __enter__(self) -> RotatingLog:
-        self._open()
+        """Opens the file; if it cannot be, the first ``write`` raises why (OSError), so a
+        caller that copies a stream keeps reading it (bot/log_file.copy_stream)."""
+        with contextlib.suppress(OSError):
+            self._open()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -39,6 +45,8 @@ class RotatingLog:
             self._file = None
 
     def write(self, line: str) -> None:
+        if self._file is None:
+            self._open()
         assert self._file is not None
         if self._size >= self.max_bytes:
             self._file.close()
@@ -50,8 +58,9 @@ class RotatingLog:
         self._size += len(line.encode("utf-8", "replace"))
 
     def _open(self) -> None:
-        self._file = self.path.open("a", encoding="utf-8")
-        self._size = self.path.stat().st_size
+        # mode 600: the engine logs model paths and errors that may quote a prompt
+        self._file = os.fdopen(open_private_append(self.path), "a", encoding="utf-8")
+        self._size = os.fstat(self._file.fileno()).st_size
 
 
 async def copy_stream(stream: asyncio.StreamReader, sink: RotatingLog, tail: deque[str]) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.errors import ParleyError
+from bot.errors import ConfigError, ParleyError
 
 # The SQL files live at the repository root, next to the ``bot`` package.
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
@@ -32,6 +32,11 @@ _FILE_NAME = re.compile(r"^(\d+)_(\w+)\.sql$")
 
 class MigrationError(ParleyError):
     """The schema could not be brought up to date; the message names the file and the cause."""
+
+
+class SchemaTooNew(MigrationError, ConfigError):
+    """The database was written by a newer Parley: the operator upgrades Parley or points
+    DATABASE_PATH elsewhere (``parley run`` ends with EX_CONFIG, not restarted into it)."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,7 @@ async def apply_migrations(db: aiosqlite.Connection, directory: Path | None = No
     applied = await _applied_versions(db)
     latest = max((m.version for m in migrations), default=0)
     if max(applied, default=0) > latest:
-        raise MigrationError(
+        raise SchemaTooNew(
             f"the database is at schema version {max(applied)}, newer than this Parley knows "
             f"(latest {latest}); upgrade Parley or use another DATABASE_PATH"
         )

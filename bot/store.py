@@ -20,6 +20,8 @@ row that does not exist, ``sqlite3.IntegrityError`` when a foreign key points no
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,9 +30,11 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from bot.migrations import apply_migrations
+from bot.migrations import MigrationError, apply_migrations
+from bot.private_files import create_private_file, make_private_folder
 from bot.store_batch import BUSY_TIMEOUT_MS, GroupCommit
 from bot.store_checkpoint import Checkpointer
+from bot.store_faults import unusable_store
 from bot.store_rows import (
     HISTORY_SQL,
     JOB_SELECT,
@@ -74,9 +78,22 @@ class Store:
 
     @classmethod
     async def open(cls, path: str | Path, *, migrations_dir: Path | None = None) -> Store:
-        """Open (creating parent directories) and bring the schema up to date."""
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        """Open (a new file with mode 600, new folders 700: bot/private_files.py), bring the
+        schema up to date and check that it takes writes. Storage the operator must fix (a
+        folder at ``path``, a damaged file, a read-only or full disk) raises StoreUnusable,
+        one line (bot/store_faults.py); anything else is raised as it is."""
+        try:
+            return await cls._open(path, migrations_dir)
+        except (OSError, sqlite3.Error, MigrationError) as exc:
+            if (unusable := unusable_store(path, exc)) is None:
+                raise
+            raise unusable from exc
+
+    @classmethod
+    async def _open(cls, path: str | Path, migrations_dir: Path | None) -> Store:
+        memory = str(path) == ":memory:"
+        if not memory:
+            _create_private(Path(path))
         # writes on the message path run on the loop's thread (bot/store_batch.py)
         db = await aiosqlite.connect(str(path), isolation_level=None, check_same_thread=False)
         try:
@@ -86,10 +103,11 @@ class Store:
             await db.execute("PRAGMA wal_autocheckpoint = 0")  # bot/store_checkpoint.py does it
             await db.execute("PRAGMA foreign_keys = ON")
             await apply_migrations(db, migrations_dir)
+            await _check_writable(db)
         except BaseException:
             await db.close()
             raise
-        return cls(db, None if str(path) == ":memory:" else Path(path))
+        return cls(db, None if memory else Path(path))
 
     async def close(self) -> None:
         if self._checkpoints is not None:
@@ -290,3 +308,25 @@ class Store:
     async def query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         async with self._lock:
             return list(await self._db.execute_fetchall(sql, params))
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file, empty and mode 600, in its folder (made mode 700), unless
+    it exists: SQLite would create it world-readable, and its -wal and -shm take its mode."""
+    if path.is_dir():  # SQLite would only say "unable to open database file"
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    make_private_folder(path.parent)
+    create_private_file(path)
+
+
+async def _check_writable(db: aiosqlite.Connection) -> None:
+    """Raise SQLite's error now if the database cannot be written. SQLite opens a file it may
+    not write (immutable, on a read-only mount) read-only without a word, and a database that
+    needs no migration is only read at start-up: the first message would be the first write.
+    One page is changed in a transaction that is rolled back, so nothing is kept."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        await db.execute("CREATE TABLE parley_write_check (x)")
+    finally:
+        if db.in_transaction:
+            await db.execute("ROLLBACK")
