@@ -27,6 +27,7 @@ from bot.engine_client import EngineClient, Sampling
 from bot.engine_pool import KEEPALIVE_SECONDS, Engine, EnginePool
 from bot.engine_spec import EngineSpec, parse_engine_spec
 from bot.errors import ModelUnavailable
+from bot.http_guard import ConnectionGuard, GuardedServer, serve_guarded
 from bot.incoming import ReplySink
 from bot.limits import UserLimits
 from bot.local_engine import LocalEngine
@@ -85,7 +86,7 @@ class Parley:
         self.admin_token_given = configured is not None
         self.admin_info: dict[str, Any] = {"adapters": ["terminal"], "model_spec": ""}
         self.admin_runner: web.AppRunner | None = None
-        self.metrics_runner: web.AppRunner | None = None
+        self.metrics_server: GuardedServer | None = None
         self.metrics_url = ""
 
     async def __aenter__(self) -> ChatService:
@@ -106,9 +107,10 @@ class Parley:
         settings = self.settings
         self.store = await Store.open(settings.database_path.expanduser())
         if settings.metrics_port is not None:  # alive while the engines load; ready once up
-            self.metrics_runner, self.metrics_url = await serve_metrics(
+            self.metrics_server = await serve_metrics(
                 self, settings.metrics_host, settings.metrics_port
             )
+            self.metrics_url = self.metrics_server.url
         self.engines = engines = await self._engines(session)
         self.model_name = engines.primary.model
         service = ChatService(
@@ -194,10 +196,10 @@ class Parley:
     async def close(self) -> None:
         """Close what was started, each part even if one before it failed: a part left open
         (the store's thread, the engine) would keep the process from ever exiting."""
-        metrics, admin, service = self.metrics_runner, self.admin_runner, self.service
+        metrics, admin, service = self.metrics_server, self.admin_runner, self.service
         engines, engine, store, session = self.engines, self.engine, self.store, self.session
         await close_all([
-            ("the metrics server", None if metrics is None else metrics.cleanup),
+            ("the metrics server", None if metrics is None else metrics.close),
             ("the admin socket", None if admin is None else self._close_admin),
             ("the answers", None if service is None else service.stop),
             ("the engines' watchers", None if engines is None else engines.stop),
@@ -224,9 +226,10 @@ async def close_all(parts: list[tuple[str, Callable[[], Awaitable[object]] | Non
             log.exception("closing %s failed", name)
 
 
-async def serve_metrics(app: Parley, host: str, port: int) -> tuple[web.AppRunner, str]:
+async def serve_metrics(app: Parley, host: str, port: int) -> GuardedServer:
     """``/metrics`` and ``/healthz`` (bot/metrics.py), from before the engines are up (so a
-    long model download is not mistaken for a dead bot); the runner and its base URL."""
+    long model download is not mistaken for a dead bot). Its connections are bounded in
+    number and idle time (bot/http_guard.py): idle sockets cannot fill the bot's fds."""
 
     def gauges() -> dict[str, float]:
         queued, running = app.service.load() if app.service else (0, 0)
@@ -252,12 +255,9 @@ async def serve_metrics(app: Parley, host: str, port: int) -> tuple[web.AppRunne
             return True, []
         return False, [f"no engine is serving ({e.url}: {e.reason})" for e in app.engines.engines]
 
-    runner = web.AppRunner(create_metrics_app(gauges, ready), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0]
-    return runner, f"http://{bound[0]}:{bound[1]}"
+    guard = ConnectionGuard()
+    metrics_app = create_metrics_app(gauges, ready, middlewares=[guard.middleware])
+    return await serve_guarded(metrics_app, host, port, guard)
 
 
 def freeze_startup_objects() -> None:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import bisect
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)  # seconds
 Labels = tuple[tuple[str, str], ...]
@@ -108,9 +109,13 @@ METRICS = Registry()
 Readiness = Callable[[], tuple[bool, list[str]]]
 
 
-def create_metrics_app(gauges: Callable[[], dict[str, float]], ready: Readiness) -> web.Application:
+def create_metrics_app(
+    gauges: Callable[[], dict[str, float]], ready: Readiness,
+    middlewares: Sequence[Middleware] = (),
+) -> web.Application:  # fmt: skip
     """``/metrics`` for Prometheus; ``/healthz`` (liveness: the process answers) and
-    ``/healthz?ready=1`` (readiness: 503 with the reasons while the bot cannot answer)."""
+    ``/healthz?ready=1`` (readiness: 503 with the reasons while the bot cannot answer).
+    ``middlewares``: e.g. bot/http_guard.py's, which bounds the port's connections."""
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(text=METRICS.render(gauges()), content_type="text/plain")
@@ -124,7 +129,7 @@ def create_metrics_app(gauges: Callable[[], dict[str, float]], ready: Readiness)
             status=200 if ok else 503,
         )
 
-    app = web.Application()
+    app = web.Application(middlewares=middlewares)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     return app
