@@ -53,10 +53,17 @@ def _die_with_parent() -> None:
 class LocalEngine:
     """A supervised ``python -m engine`` child. Use ``await start()`` then ``await stop()``."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], log_path: Path, env: dict[str, str] | None = None,
+        api_key: str | None = None,
+    ) -> None:  # fmt: skip
+        """``api_key``: the engine requires it (passed in its environment, never on its
+        command line, which any user of the machine can read) and the client sends it."""
         self.args = args
         self.log_path = log_path
-        self.env = env  # extra environment, e.g. ADMIN_TOKEN read from .env
+        self.api_key = api_key
+        # extra environment, e.g. ADMIN_TOKEN read from .env
+        self.env = {**(env or {}), **({"ENGINE_API_KEY": api_key} if api_key else {})}
         self.url = ""
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr_tail: deque[str] = deque(maxlen=20)
@@ -76,7 +83,7 @@ class LocalEngine:
         """Spawn the engine, wait until it serves, and supervise it from then on; raise
         EngineUnavailable (ModelUnavailable) with the engine's own error if it cannot start."""
         self._timeout = timeout
-        client = self._client = EngineClient("http://127.0.0.1", session)
+        client = self._client = EngineClient("http://127.0.0.1", session, api_key=self.api_key)
         await self._launch(client)
         self.ready.set()
         self._supervisor = asyncio.create_task(
@@ -96,7 +103,7 @@ class LocalEngine:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **(self.env or {})},
+            env={**os.environ, **self.env},
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             start_new_session=True,  # Ctrl-C in a terminal signals the bot, which stops it
         )  # fmt: skip

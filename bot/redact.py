@@ -32,7 +32,8 @@ MIN_LENGTH = 8
 # Environment variables that hold secrets even when no setting reads them (the engine and
 # huggingface_hub read HF_TOKEN themselves).
 SECRET_VARIABLES = (
-    "DISCORD_TOKEN", "TELEGRAM_TOKEN", "ADMIN_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
+    "DISCORD_TOKEN", "TELEGRAM_TOKEN", "ADMIN_TOKEN", "ENGINE_API_KEY", "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
 )  # fmt: skip
 
 # Token shapes, for secrets Parley was never told (another bot's token in a proxy URL, a

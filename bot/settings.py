@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     # The engines: empty ENGINE_URLS spawns a local one with these options; otherwise
     # comma-separated ``URL[;api_key=..;model=..;max_concurrency=..;n_ctx=..]`` entries.
     engine_urls: UrlList = Field(default_factory=list)
+    # The key Parley's engine requires on its API (Authorization: Bearer): passed to the
+    # local engine, and sent to ENGINE_URLS entries that carry no ;api_key= of their own.
+    # Unset, anyone who can reach the engine's port may use it (loopback by default).
+    engine_api_key: SecretStr | None = None
     engine_n_ctx: int = Field(default=4096, ge=256)
     engine_parallel: int = Field(default=8, ge=1)
     engine_threads: int | None = Field(default=None, ge=1)
@@ -120,8 +124,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "admin_token", "discord_token", "telegram_token", "seed", "engine_threads",
-        "engine_n_gpu_layers", mode="before",
+        "admin_token", "discord_token", "telegram_token", "engine_api_key", "seed",
+        "engine_threads", "engine_n_gpu_layers", mode="before",
     )  # fmt: skip
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -47,6 +48,13 @@ def build_parser(prog: str = "parley engine") -> argparse.ArgumentParser:
         "(env MODEL; default demo)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("ENGINE_API_KEY", ""),
+        help="require 'Authorization: Bearer KEY' on the API (all but /health and /metrics); "
+        "without one anyone who can reach the port may use it. Prefer the env ENGINE_API_KEY: "
+        "other users of the machine can read a command line",
+    )
     p.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one")
     p.add_argument(
         "--n-ctx",
@@ -154,6 +162,16 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (a --host value) binds only this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return False
+
+
 def config_from_args(args: argparse.Namespace) -> EngineConfig:
     override: TemplateOverride | None = None
     if args.chat_template is not None:
@@ -178,11 +196,13 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
     )
 
 
-async def serve(config: EngineConfig, host: str, port: int, admin_token: str) -> None:
+async def serve(
+    config: EngineConfig, host: str, port: int, admin_token: str, api_key: str = ""
+) -> None:
     """Bind, announce, load the model, then serve until SIGINT/SIGTERM."""
     runtime = EngineRuntime(config)
     runner = web.AppRunner(
-        create_app(runtime, admin_token), handler_cancellation=True,
+        create_app(runtime, admin_token, api_key), handler_cancellation=True,
         access_log_class=QuietAccessLogger,
     )  # fmt: skip
     await runner.setup()
@@ -203,11 +223,12 @@ async def serve(config: EngineConfig, host: str, port: int, admin_token: str) ->
         runtime.stop()
 
 
-SECRET_VARIABLES = ("ADMIN_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+SECRET_VARIABLES = ("ADMIN_TOKEN", "ENGINE_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 class SecretFilter(logging.Filter):
-    """Masks the engine's secrets (ADMIN_TOKEN, the Hugging Face token) in every log record.
+    """Masks the engine's secrets (ADMIN_TOKEN, ENGINE_API_KEY, the Hugging Face token) in
+    every log record.
 
     The bot has its own (bot/redact.py); the engine imports nothing from the bot, and needs
     only exact values: it never logs platform URLs.
@@ -268,11 +289,20 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 
 def main(argv: Sequence[str] | None = None, prog: str = "parley engine") -> int:
     args = build_parser(prog).parse_args(argv)
-    secrets = setup_logging(args.log_level, log_format=args.log_format)
+    api_key = args.api_key.strip()
+    # a key given as --api-key is masked as one from the environment is
+    environ = {**os.environ, "ENGINE_API_KEY": api_key}
+    secrets = setup_logging(args.log_level, environ, args.log_format)
+    if not api_key and not _loopback(args.host):
+        log.warning(
+            "serving on %s without an API key: anyone who can reach the port can use the "
+            "model; set ENGINE_API_KEY", args.host,
+        )  # fmt: skip
     try:
         config = config_from_args(args)
         read_gguf_header(resolve_model_path(config.model))  # fail fast, before binding
-        run_event_loop(serve(config, args.host, args.port, os.environ.get("ADMIN_TOKEN", "")))
+        admin_token = os.environ.get("ADMIN_TOKEN", "")
+        run_event_loop(serve(config, args.host, args.port, admin_token, api_key))
     except ModelUnavailableError as exc:
         print(f"{prog}: error: {secrets.redact(str(exc))}", file=sys.stderr)
         return EXIT_MODEL_UNAVAILABLE

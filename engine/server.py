@@ -3,6 +3,10 @@
 The server only parses, forwards and formats; scheduling lives in ``engine.core``. Every
 error leaves as an OpenAI-style error object with a 4xx/5xx status, and the engine keeps
 serving.
+
+Anyone who can reach the port may use the API unless an API key is set (``--api-key`` or
+ENGINE_API_KEY): then every endpoint but ``/health``, ``/metrics`` (probes and scrapers) and
+``/admin/model`` (its own ADMIN_TOKEN) wants ``Authorization: Bearer <key>``.
 """
 
 from __future__ import annotations
@@ -38,10 +42,16 @@ MAX_BODY_BYTES = 1 << 20
 RUNTIME = web.AppKey("runtime", EngineRuntime)
 METRICS = web.AppKey("metrics", EngineMetrics)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
+API_KEY = web.AppKey("api_key", str)
+# what an API key does not guard: liveness and metrics for probes and scrapers, and the
+# admin endpoint, which has a token of its own
+OPEN_PATHS = frozenset({"/health", "/metrics", "/admin/model"})
 
 
-def create_app(runtime: EngineRuntime, admin_token: str = "") -> web.Application:
-    middlewares = [request_id_middleware, _errors_as_json]  # ids first: errors are logged
+def create_app(runtime: EngineRuntime, admin_token: str = "", api_key: str = "") -> web.Application:
+    """The engine's HTTP app; ``api_key`` (empty: none) is required on the API endpoints."""
+    # ids first (errors are logged with them), then errors as JSON (a refused key too)
+    middlewares = [request_id_middleware, _errors_as_json, _api_key_required]
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app.on_response_prepare.append(echo_request_id)
     app[RUNTIME] = runtime
@@ -50,6 +60,7 @@ def create_app(runtime: EngineRuntime, admin_token: str = "") -> web.Application
         lambda: runtime.core.spill if runtime.core else None,
     )
     app[ADMIN_TOKEN] = admin_token
+    app[API_KEY] = api_key
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/tokenize", tokenize)
     app.router.add_get("/v1/models", models)
@@ -89,6 +100,31 @@ async def _errors_as_json(request: web.Request, handler: Any) -> web.StreamRespo
         log.exception("unexpected error serving %s %s", request.method, request.path)
         body = error_body("internal engine error (see the engine log)", "server_error")
         return web.json_response(body, status=500)
+
+
+@web.middleware
+async def _api_key_required(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Refuse a request to a guarded endpoint without the API key. Decided by the route that
+    matched, not by the path's text, so no spelling of a path slips past; a path that matches
+    nothing goes on to its 404 (which names only public endpoints)."""
+    expected = request.app[API_KEY]
+    resource = request.match_info.route.resource
+    guarded = resource is not None and resource.canonical not in OPEN_PATHS
+    if expected and guarded and not _bearer_is(request, expected):
+        message = "missing or wrong API key: send Authorization: Bearer <ENGINE_API_KEY>"
+        # OpenAI's body for a bad key; RFC 9110 wants the scheme named on a 401
+        body = error_body(message, "invalid_request_error", "invalid_api_key")
+        return web.json_response(body, status=401, headers={"WWW-Authenticate": "Bearer"})
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+def _bearer_is(request: web.Request, expected: str) -> bool:
+    """Whether the request's ``Authorization: Bearer`` token is ``expected``, compared in
+    constant time. aiohttp decodes header bytes that are not UTF-8 as surrogates: compare
+    bytes, not text."""
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -369,9 +405,7 @@ async def admin_model(request: web.Request) -> web.Response:
         raise _AdminRefused(
             "admin endpoints are disabled: start the engine with ADMIN_TOKEN set", 403
         )
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    # aiohttp decodes header bytes that are not UTF-8 as surrogates: compare bytes, not text
-    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
+    if not _bearer_is(request, expected):
         raise _AdminRefused("wrong or missing admin token (Authorization: Bearer …)", 401)
     body = parse(ModelSwapRequest, await _json_body(request))
     runtime = request.app[RUNTIME]
