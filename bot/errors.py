@@ -42,11 +42,6 @@ class TooLong(ParleyError):
     """A single message does not fit in the model's context."""
 
 
-class StoreUnavailable(ParleyError):
-    """The database cannot take writes (disk full, read-only, I/O error): the message was not
-    stored and the user is asked to send it again; the operator must fix the storage."""
-
-
 class StoreUnusable(ConfigError):
     """At start-up the database cannot be opened or written (a folder in its place, a damaged
     file, read-only or full storage): only the operator can fix it, so ``parley run`` says
