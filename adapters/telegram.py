@@ -26,6 +26,7 @@ from telegram.ext import (
 
 from adapters.telegram_http import AiohttpRequest
 from adapters.telegram_surface import STOP_PREFIX, ChatPacer, TelegramSurface
+from adapters.telegram_updates import PollingBot
 from bot.errors import ConfigError, ParleyError
 from bot.incoming import NOT_UNICODE, Incoming, is_valid_unicode
 from bot.platform_reply import PlatformReply
@@ -62,15 +63,16 @@ class TelegramAdapter:
         self.service = service
         self.pacer = ChatPacer()
         base = settings.telegram_api_base_url.rstrip("/")
+        # PTB's Bot, less what stops polling for good (adapters/telegram_updates.py)
+        self._poller = bot = PollingBot(
+            settings.telegram_token.get_secret_value(),
+            base_url=f"{base}/bot",
+            base_file_url=f"{base}/file/bot",
+            request=AiohttpRequest(),
+            get_updates_request=AiohttpRequest(connections=1, before_request=self._handled),
+        )
         self.application: Application = (  # type: ignore[type-arg]
-            ApplicationBuilder()
-            .token(settings.telegram_token.get_secret_value())
-            .base_url(f"{base}/bot")
-            .base_file_url(f"{base}/file/bot")
-            .request(AiohttpRequest())
-            .get_updates_request(AiohttpRequest(connections=1, before_request=self._handled))
-            .concurrent_updates(True)
-            .build()
+            ApplicationBuilder().bot(bot).concurrent_updates(True).build()
         )
         self._register()
 
@@ -120,6 +122,7 @@ class TelegramAdapter:
         log.info("Telegram: polling as @%s", self.application.bot.username)
 
     async def stop(self) -> None:
+        self._poller.stop_backing_off()  # the Updater's last call need not wait out a backoff
         if self.application.updater is not None and self.application.updater.running:
             await self.application.updater.stop()
         if self.application.running:

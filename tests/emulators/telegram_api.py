@@ -93,6 +93,7 @@ class TelegramEmulator:
         self._arrived = asyncio.Event()
         self._closing = False
         self._faults: dict[str, list[tuple[FaultKind, int]]] = {}
+        self._raw_answers: dict[str, list[Any]] = {}
         self._runner: web.AppRunner | None = None
         self._methods: dict[str, Handler] = {
             "getme": self._get_me,
@@ -146,6 +147,18 @@ class TelegramEmulator:
         """The next ``times`` calls of ``method`` get a 429, an nginx 502, a dropped socket, or
         ("late") are carried out but answered only ``retry_after`` seconds later."""
         self._faults.setdefault(method.lower(), []).extend([(kind, retry_after)] * times)
+
+    def answer_raw(self, method: str, body: Any, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` get ``body`` as JSON with status 200, whatever
+        it is (a JSON array instead of the ``{"ok", "result"}`` envelope, say); ``times=0``
+        ends what is left of an earlier ``answer_raw``."""
+        self._raw_answers[method.lower()] = [body] * times
+
+    def push_raw_update(self, payload: JSON) -> int:
+        """An update with an id of its own and ``payload`` as is, however wrong (a message
+        without ``chat`` or ``date``, say); returns its update id."""
+        self._push(copy.deepcopy(payload))
+        return int(self._updates[-1]["update_id"])
 
     @property
     def commands(self) -> list[JSON]:
@@ -346,6 +359,9 @@ class TelegramEmulator:
             if kind != "late":
                 return _fault(request, kind, retry_after)
             late = retry_after
+        if raw := self._raw_answers.get(method.lower()):
+            call.fault = "raw"
+            return web.json_response(raw.pop(0))
         handler = self._methods.get(method.lower())
         if handler is None:
             return _error(ApiError(404, "Not Found"))
@@ -395,7 +411,8 @@ class TelegramEmulator:
     def _note_handed_out(self, batch: list[JSON]) -> None:
         now = time.perf_counter()
         for update in batch:
-            if (message := update.get("message")) is not None:
+            message = update.get("message")
+            if isinstance(message, dict) and "chat" in message:  # raw updates may lack it
                 self.handed_out.setdefault((message["chat"]["id"], message["message_id"]), now)
 
     def _chat_id(self, p: JSON) -> int:
