@@ -1,6 +1,8 @@
-"""``make bench``: the engine and bot benchmarks in one run, one Markdown table, one JSON file.
+"""``make bench``: the engine, long-conversation and bot benchmarks in one run, one Markdown
+table, one JSON file.
 
-``python -m bench [--engine-only | --bot-only]``; ``LLAMA_SERVER_BIN`` adds llama-server.
+``python -m bench [--engine-only | --long-only | --bot-only]``; ``LLAMA_SERVER_BIN`` adds
+llama-server.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import engine
+from bench import engine, long_chat
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,15 +22,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     which = p.add_mutually_exclusive_group()
     which.add_argument("--engine-only", action="store_true")
+    which.add_argument("--long-only", action="store_true")
     which.add_argument("--bot-only", action="store_true")
     args = p.parse_args()
     started = time.perf_counter()
     results: dict[str, Any] = {}
     rows: list[tuple[str, str, str, str, str]] = []
-    if not args.bot_only:
+    everything = not (args.engine_only or args.long_only or args.bot_only)
+    if everything or args.engine_only:
         results["engine"] = engine.collect()
         rows += engine.rows(results["engine"])
-    if not args.engine_only:
+    if everything or args.long_only:
+        results["long_chat"] = long_chat.collect()
+        rows += long_chat.rows(results["long_chat"])
+    if everything or args.bot_only:
         from bench import bot
 
         results["bot"] = bot.collect()

@@ -27,12 +27,14 @@ from tests.engine_process import start_engine
 
 @dataclass(frozen=True)
 class ServerShape:
-    """The same shape for both servers: sequences, context per sequence, threads, RAM cache."""
+    """The same shape for both servers: sequences, context per sequence, threads, RAM cache,
+    and (when set) the shortest cached stretch moved back past a trimmed gap."""
 
     parallel: int
     n_ctx: int
     threads: int
     cache_ram_mb: int = 1024
+    cache_reuse: int | None = None  # None: each server's default (llama-server's is off)
 
 
 @dataclass
@@ -63,6 +65,7 @@ def parley(model: Path, shape: ServerShape) -> Iterator[Running]:
     engine = start_engine(
         "--model", str(model), "--parallel", str(shape.parallel), "--n-ctx", str(shape.n_ctx),
         "--threads", str(shape.threads), "--kv-cache-ram-mb", str(shape.cache_ram_mb),
+        *([] if shape.cache_reuse is None else ["--cache-reuse", str(shape.cache_reuse)]),
     )  # fmt: skip
     try:
         card = engine.get("/v1/models")["data"][0]
@@ -83,6 +86,7 @@ def llama_server(binary: Path, model: Path, shape: ServerShape) -> Iterator[Runn
             "-np", str(shape.parallel), "-c", str(shape.parallel * shape.n_ctx),
             "-t", str(shape.threads), "-tb", str(shape.threads),
             "--cache-ram", str(shape.cache_ram_mb), "--no-webui", *same_template(model),
+            *_cache_reuse(shape),
         ],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "LLAMA_ARG_N_GPU_LAYERS": "0"},
     )  # fmt: skip
@@ -98,6 +102,14 @@ def llama_server(binary: Path, model: Path, shape: ServerShape) -> Iterator[Runn
             proc.kill()
             proc.wait()
         log.close()
+
+
+def _cache_reuse(shape: ServerShape) -> list[str]:
+    """llama-server's --cache-reuse, with the full sliding-window cache it needs to move cells
+    (llama_memory_can_shift; Parley's engine always keeps the full window for this)."""
+    if shape.cache_reuse is None:
+        return []
+    return ["--cache-reuse", str(shape.cache_reuse), "--swa-full"]
 
 
 def same_template(model: Path) -> list[str]:

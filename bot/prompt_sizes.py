@@ -8,8 +8,9 @@ the prompt's exact size with every answer; the next prompt is that one plus the 
 the new message, which the byte bound covers tightly.
 
 The count is reused only for the same model and system prompt, and only when the earlier
-prompt's messages are exactly the first ones of the new history (same ids, in order: a reply
-stored late, a wiped history or a dropped turn each make it unusable).
+prompt's messages appear unbroken in the new history (same ids, in order: a reply stored
+late or a wiped history makes it unusable). A trimmed prompt is remembered with the messages
+it kept, so the next turn keeps the same start without a count while it still fits.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ class PromptSizes:
     def remember(
         self, conversation: int, model: str, system: str, ids: Sequence[int], tokens: int
     ) -> None:
-        """The engine counted ``tokens`` for ``system`` and the messages ``ids``, all of them."""
-        if tokens <= 0:  # a server that reports no usage
+        """The engine counted ``tokens`` for ``system`` and the messages ``ids`` (the history's
+        last ones: all of them, or those a trimmed prompt kept)."""
+        if tokens <= 0 or not ids:  # a server that reports no usage
             return
         self._counted[conversation] = _Counted(model, system, tuple(ids), tokens)
         self._counted.move_to_end(conversation)
@@ -56,6 +58,10 @@ class PromptSizes:
         counted = self._counted.get(conversation)
         if counted is None or (counted.model, counted.system) != (model, system):
             return None
-        if tuple(ids[: len(counted.ids)]) != counted.ids:
+        try:
+            start = list(ids).index(counted.ids[0])
+        except ValueError:
             return None
-        return KnownPrefix(len(counted.ids), counted.tokens)
+        if tuple(ids[start : start + len(counted.ids)]) != counted.ids:
+            return None
+        return KnownPrefix(len(counted.ids), counted.tokens, start)

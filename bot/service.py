@@ -357,9 +357,10 @@ class ChatService(ServiceCalls):
             state, end, failure = await stream_answer(
                 engine.client, self.sampling, job, fitted.messages
             )
-            if end is not None and not fitted.dropped:  # the next turn's fit starts from it
+            if end is not None:  # the next turn's fit starts from it (and where it started)
+                kept = ids[fitted.dropped :]
                 sizes.remember(
-                    item.conversation.id, engine.model, system, ids, end.usage.prompt_tokens
+                    item.conversation.id, engine.model, system, kept, end.usage.prompt_tokens
                 )
             if state == "stopped" and item.paused:
                 await self._pause(item)

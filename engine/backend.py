@@ -44,6 +44,8 @@ class Backend(Protocol):
     kv_bytes: int  # memory of the KV cache, for the operator's accounting
     unified: bool
     swa: bool  # sliding-window attention: a saved sequence holds only its last window
+    n_swa: int  # that window, in tokens (0 without one)
+    can_shift: bool  # positions can be moved (``cut_gap``): RoPE models, a full SWA cache
     n_batch: int
     eog_ids: frozenset[int]
 
@@ -54,6 +56,10 @@ class Backend(Protocol):
 
     def keep_prefix(self, seq: int, n_tokens: int) -> bool:
         """Drop positions >= n_tokens of ``seq``; False if the cache cannot cut there."""
+
+    def cut_gap(self, seq: int, start: int, end: int, keep_end: int) -> bool:
+        """Keep positions < ``start`` and ``[end, keep_end)`` of ``seq``, the latter moved
+        back to begin at ``start``; False if the cache cannot (then cut it at ``start``)."""
 
     def clear(self, seq: int) -> None: ...
 

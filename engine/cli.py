@@ -22,6 +22,7 @@ from aiohttp import web
 
 from engine.download import resolve_model_path
 from engine.errors import EngineError, ModelUnavailableError
+from engine.kv_placement import CACHE_REUSE
 from engine.llama_backend import ContextConfig
 from engine.log_context import FORMATS, REQUEST_ID_FILTER, QuietAccessLogger, formatter
 from engine.model import read_gguf_header
@@ -95,6 +96,15 @@ def build_parser(prog: str = "parley engine") -> argparse.ArgumentParser:
         default=int(os.environ.get("KV_CACHE_RAM_MB", "1024")),
         help="RAM for idle conversations' KV, restored on their next turn instead of "
         "recomputed (env KV_CACHE_RAM_MB; default 1024; 0 turns it off)",
+    )
+    p.add_argument(
+        "--cache-reuse",
+        type=_non_negative,
+        default=CACHE_REUSE,
+        metavar="N",
+        help="when a conversation's oldest turns were trimmed, keep its cached turns after "
+        "them (moved back) if at least N tokens match, as llama-server's option does "
+        f"(default {CACHE_REUSE}; 0 turns it off)",
     )
     p.add_argument(
         "--chat-template",
@@ -193,6 +203,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         template_override=override,
         max_queue=args.max_queue,
         kv_cache_ram_mb=args.kv_cache_ram_mb,
+        cache_reuse=args.cache_reuse,
     )
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from engine.backend import DECODE_NO_ROOM, DECODE_OK, Backend, BatchEntry, Sampler
 from engine.errors import EngineError
-from engine.kv_placement import KvPlacement
+from engine.kv_placement import CACHE_REUSE, KvPlacement
 from engine.kv_spill import SpillCache
 from engine.requests import (
     FINISH_CANCELLED,
@@ -79,10 +79,14 @@ class EngineCore:
         backend: Backend,
         clock: Callable[[], float] = time.perf_counter,
         spill: SpillCache | None = None,
+        cache_reuse: int = CACHE_REUSE,
     ) -> None:
         self.backend = backend
         self.clock = clock
-        self.kv = KvPlacement(backend, spill if spill is not None else SpillCache(0))
+        self.cache_reuse = cache_reuse
+        self.kv = KvPlacement(
+            backend, spill if spill is not None else SpillCache(0), cache_reuse=cache_reuse
+        )
         self.waiting: deque[Job] = deque()
         self.running: list[Job] = []  # admission order
         self._inbox: deque[GenerationRequest] = deque()
@@ -350,7 +354,7 @@ class EngineCore:
         old = self.backend
         self.backend = swap.backend
         self.kv.spill.clear()  # KV of the old model means nothing to the new one
-        self.kv = KvPlacement(swap.backend, self.kv.spill)
+        self.kv = KvPlacement(swap.backend, self.kv.spill, cache_reuse=self.cache_reuse)
         old.close()
         swap.activate()
         for job in list(self.waiting):

@@ -2,9 +2,10 @@
 
 The scheduler decides *when* a request runs; this decides *where* its KV comes from: the
 conversation's own slot, its RAM copy (``engine.kv_spill``), or the idle slot sharing the
-longest prefix. It also frees cells (least recently used idle slots first, copied to RAM when
-the spill cache is on) and keeps a unified cache free of idle sequences while others run.
-Scheduler-thread only.
+longest prefix. A conversation trimmed at its context limit keeps the cells after the gap,
+moved back (``engine.kv_reuse``). It also frees cells (least recently used idle slots first,
+copied to RAM when the spill cache is on) and keeps a unified cache free of idle sequences
+while others run. Scheduler-thread only.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from engine.backend import Backend
+from engine.kv_reuse import Reuse, plan_reuse
 from engine.kv_spill import SpillCache, Spilled
 from engine.slots import Slot, SlotTable, common_prefix
 
 log = logging.getLogger(__name__)
 
 MIN_SHARED_GAIN = 16  # tokens: below this, sharing another sequence's prefix is not worth it
+CACHE_REUSE = 64  # tokens: the shortest stretch past a gap worth moving (llama-server's
+# --cache-reuse; each move costs one pass over the cache's keys at the next decode)
 
 
 @dataclass(frozen=True)
@@ -29,10 +33,14 @@ class Placement:
 
 
 class KvPlacement:
-    def __init__(self, backend: Backend, spill: SpillCache) -> None:
+    def __init__(
+        self, backend: Backend, spill: SpillCache, *, cache_reuse: int = CACHE_REUSE
+    ) -> None:
         self.backend = backend
         self.table = SlotTable(backend.n_seq)
         self.spill = spill
+        self.cache_reuse = cache_reuse if backend.can_shift else 0
+        self.shifts = 0  # gaps cut and cells moved back
 
     def place(
         self,
@@ -53,32 +61,71 @@ class KvPlacement:
         slot = self.table.choose(key, prompt)
         if slot is None:
             return None
-        spilled = self._restorable(key, prompt, slot)
-        cached = slot.tokens if spilled is None else spilled.tokens
-        reuse = min(common_prefix(cached, prompt), len(prompt) - 1)
-        if self.backend.unified and (crowded or spilled is not None):
-            if spilled is None:
-                needed, freed = len(prompt) - reuse + 1, len(slot.tokens) - reuse
-            else:  # the whole spilled sequence comes back before it is cut to `reuse`
-                needed, freed = max(len(cached), len(prompt) + 1), len(slot.tokens)
-            if not self._free_cells_for(needed, reserved, keep=slot, freed=freed):
-                return None
+        plan = self._plan(slot.tokens, prompt, slot)
+        restorable = self._restorable(key, prompt, slot, plan)
+        spilled = None
+        if restorable is None:
+            needed, freed = len(prompt) - plan.tokens + 1, len(slot.tokens) - plan.tokens
+        else:  # the whole spilled sequence comes back before it is cut
+            spilled, plan = restorable
+            needed = max(len(spilled.tokens), len(prompt) + 1)
+            freed = len(slot.tokens)
+        must_free = self.backend.unified and (crowded or spilled is not None)
+        if must_free and not self._free_cells_for(needed, reserved, keep=slot, freed=freed):
+            return None
         if spilled is not None and key is not None:
             if not self._restore(slot, key, wanted):
-                reuse = 0
+                plan = Reuse(0)
         else:
             if slot.cache_key != key:
                 self._save(slot)  # the conversation that held the slot keeps a RAM copy
             if key is not None:
                 self.spill.discard(key)  # the KV cache is this conversation's home now
-        if reuse < len(slot.tokens) and not self.backend.keep_prefix(slot.seq, reuse):
-            self.backend.clear(slot.seq)
-            reuse = 0
-        del slot.tokens[reuse:]
+        reuse = self._cut(slot, plan)
         reuse = self._share_prefix(slot, prompt, reuse)
         slot.busy = True
         slot.cache_key = key
         return Placement(slot, reuse)
+
+    def _plan(
+        self, cached: Sequence[int], prompt: Sequence[int], slot: Slot | None = None
+    ) -> Reuse:
+        """What of ``cached`` (``slot``'s own cells, or a spilled copy) the prompt reuses."""
+        plan = plan_reuse(cached, prompt, min_run=self.cache_reuse, window=self.backend.n_swa)
+        if plan.gap and slot is not None and self._shared_past(slot, plan.prefix + plan.gap):
+            return Reuse(plan.prefix)
+        return plan
+
+    def _shared_past(self, slot: Slot, position: int) -> bool:
+        """Whether another sequence may share ``slot``'s cells at ``position`` or later.
+
+        Shared cells (``_share_prefix``) have one position for all their sequences, so moving
+        them would move them for the others too. Cells are only ever shared as a common
+        prefix, so a sequence sharing that far also holds the same tokens that far.
+        """
+        return self.backend.unified and any(
+            other is not slot and common_prefix(other.tokens, slot.tokens) > position
+            for other in self.table.slots
+        )
+
+    def _cut(self, slot: Slot, plan: Reuse) -> int:
+        """Make ``slot`` hold only what ``plan`` reuses; the prompt tokens it now holds."""
+        if plan.gap:
+            moved = plan.prefix + plan.gap
+            if self.backend.cut_gap(slot.seq, plan.prefix, moved, plan.end):
+                log.debug(
+                    "sequence %d: cut %d cells after %d, moved %d back",
+                    slot.seq, plan.gap, plan.prefix, plan.run,
+                )  # fmt: skip
+                slot.tokens[plan.prefix :] = slot.tokens[moved : plan.end]
+                self.shifts += 1
+                return plan.tokens
+        reuse = plan.prefix
+        if reuse < len(slot.tokens) and not self.backend.keep_prefix(slot.seq, reuse):
+            self.backend.clear(slot.seq)
+            reuse = 0
+        del slot.tokens[reuse:]
+        return reuse
 
     def _share_prefix(self, slot: Slot, prompt: Sequence[int], reuse: int) -> int:
         """Let ``slot`` share the longest prefix another sequence holds (a system prompt).
@@ -149,22 +196,26 @@ class KvPlacement:
                 return True
         return False
 
-    def _restorable(self, key: str | None, prompt: Sequence[int], slot: Slot) -> Spilled | None:
-        """The conversation's spilled KV, if restoring it saves more than ``slot`` holds."""
+    def _restorable(
+        self, key: str | None, prompt: Sequence[int], slot: Slot, resident: Reuse
+    ) -> tuple[Spilled, Reuse] | None:
+        """The conversation's spilled KV and what of it the prompt reuses, if that is more
+        than ``resident`` (what ``slot`` holds)."""
         if key is None or slot.cache_key == key:
             return None
         spilled = self.spill.peek(key)
         if spilled is None:
             return None
-        shared = common_prefix(spilled.tokens, prompt)
-        if shared <= common_prefix(slot.tokens, prompt):
+        plan = self._plan(spilled.tokens, prompt)
+        if plan.tokens <= resident.tokens:
             return None
-        if self.backend.swa and shared < len(spilled.tokens) - 1:
+        if self.backend.swa and not plan.gap and plan.prefix < len(spilled.tokens) - 1:
             # A sliding-window model's saved state holds only the last window of cells, so
-            # it can be continued but not cut further back without losing attention inputs.
+            # it can be continued but not cut further back without losing attention inputs
+            # (a moved stretch is planned to end where the saved cells end).
             log.debug("conversation %r diverged inside its spilled KV; recomputing", key)
             return None
-        return spilled
+        return spilled, plan
 
     def _restore(self, slot: Slot, key: str, wanted: Collection[str]) -> bool:
         """Copy ``key``'s spilled KV into ``slot``, spilling what the slot and the idle ones

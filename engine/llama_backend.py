@@ -128,6 +128,7 @@ class LlamaBackend:
         self.n_ctx_seq = min(config.n_ctx, model.info.n_ctx_train or config.n_ctx)
         self.unified = config.kv_unified
         self.swa = model.info.sliding_window > 0
+        self.n_swa = model.info.sliding_window
         self.n_batch = config.n_batch
         self.eog_ids = model.eog_ids
         self.n_vocab = model.n_vocab
@@ -152,6 +153,7 @@ class LlamaBackend:
         self.kv_cells = ll.llama_n_ctx(self.ctx)
         self.kv_bytes = self.kv_cells * kv_bytes_per_cell(model)
         self.memory = ll.llama_get_memory(self.ctx)
+        self.can_shift = bool(ll.llama_memory_can_shift(self.memory))
         self._batch = ll.llama_batch_init(config.n_batch, 0, 1)
         log.info(
             "context: %d sequences x %d tokens (%d KV cells, %.0f MiB, %s), batch %d, %d threads",
@@ -178,6 +180,19 @@ class LlamaBackend:
 
     def keep_prefix(self, seq: int, n_tokens: int) -> bool:
         return bool(ll.llama_memory_seq_rm(self.memory, seq, n_tokens, -1))
+
+    def cut_gap(self, seq: int, start: int, end: int, keep_end: int) -> bool:
+        # The tail goes first: if the gap cannot go (a recurrent model), the caller's cut at
+        # ``start`` leaves the sequence consistent. The move is applied at the next decode,
+        # before anything reads or saves these cells (llama_decode updates memory first).
+        if not self.can_shift:
+            return False
+        if not ll.llama_memory_seq_rm(self.memory, seq, keep_end, -1):
+            return False
+        if not ll.llama_memory_seq_rm(self.memory, seq, start, end):
+            return False
+        ll.llama_memory_seq_add(self.memory, seq, end, keep_end, start - end)
+        return True
 
     def clear(self, seq: int) -> None:
         ll.llama_memory_seq_rm(self.memory, seq, -1, -1)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from engine.core import EngineCore, Swap
 from engine.errors import ContextOverflowError, EngineBusyError, RequestError
+from engine.kv_placement import CACHE_REUSE
 from engine.kv_spill import SpillCache
 from engine.llama_backend import ContextConfig, LlamaBackend
 from engine.model import Model
@@ -35,6 +36,7 @@ class EngineConfig:
     template_override: TemplateOverride | None = None
     max_queue: int = 256
     kv_cache_ram_mb: int = 1024  # RAM for idle conversations' KV (engine.kv_spill); 0 = off
+    cache_reuse: int = CACHE_REUSE  # shortest stretch past a trimmed gap to move back; 0 = off
 
 
 class EngineRuntime:
@@ -62,7 +64,11 @@ class EngineRuntime:
             self.status = "error"
             raise
         self.model = model
-        self.core = EngineCore(backend, spill=SpillCache(self.config.kv_cache_ram_mb << 20))
+        self.core = EngineCore(
+            backend,
+            spill=SpillCache(self.config.kv_cache_ram_mb << 20),
+            cache_reuse=self.config.cache_reuse,
+        )
         self._thread = threading.Thread(
             target=self.core.run, args=(self._stop,), name="parley-scheduler", daemon=True
         )

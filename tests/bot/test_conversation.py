@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 import pytest
 
-from bot.conversation import KnownPrefix, Turn, fit_conversation, measure_scaffold
+from bot.conversation import (
+    KnownPrefix,
+    Turn,
+    cut_points,
+    fit_conversation,
+    measure_scaffold,
+    step_bytes,
+)
 from bot.engine_client import EngineClient, Sampling, StreamEnd
 from bot.errors import TooLong
 from tests.engine_process import EngineProcess
@@ -52,10 +60,12 @@ async def test_the_oldest_turns_go_first_and_the_system_prompt_and_question_stay
     assert fitted.messages[-1] == {"role": "user", "content": "the current question"}
     kept = [m["content"] for m in fitted.messages[1:]]
     assert kept == [t.content for t in turns[-len(kept) :]]  # a contiguous, newest tail
+    points = cut_points([{"role": t.role, "content": t.content} for t in turns], step_bytes(384))
+    earlier = points[points.index(fitted.dropped) - 1]  # it starts at the first point that fits
     one_more = [{"role": "system", "content": "Be brief."}] + [
-        {"role": t.role, "content": t.content} for t in turns[-len(kept) - 2 :]
+        {"role": t.role, "content": t.content} for t in turns[earlier:]
     ]
-    assert await client.count_tokens(one_more) > 512 - 128  # it kept as much as fits
+    assert await client.count_tokens(one_more) > 512 - 128
 
 
 async def test_a_message_too_long_on_its_own_is_refused_with_numbers(
@@ -165,3 +175,98 @@ async def test_a_conversation_an_earlier_count_proves_fits_is_not_counted(
         "Be brief.", turns, n_ctx=512, max_tokens=64, count_tokens=count, bound=bound
     )
     assert counted and without.dropped == 0  # the byte bound alone could not tell
+
+
+# ---- where a trimmed prompt starts: pure logic, counted in words --------------------------
+
+
+def words(messages: Sequence[dict[str, str]]) -> int:
+    """A stand-in tokenizer: a token a word, four a message, two for the generation prompt."""
+    return sum(len(m["content"].split()) + 4 for m in messages) + 2
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, messages: Sequence[dict[str, str]]) -> int:
+        self.calls += 1
+        return words(messages)
+
+
+def chat_turn(i: int) -> list[Turn]:
+    return [Turn("user", f"question {i}: " + "word " * 20), Turn("assistant", "reply " * 40)]
+
+
+def test_cut_points_stay_where_they_are_as_the_history_grows() -> None:
+    grown = [m for i in range(60) for m in chat_turn(i)] + [Turn("user", "now?")]
+    turns = [{"role": t.role, "content": t.content} for t in grown]
+    step = step_bytes(384)
+    assert step == 576
+    final = cut_points(turns, step)
+    assert final[0] == 0 and final[-1] == len(turns) - 1
+    assert all(turns[i]["role"] == "user" for i in final[1:])
+    for end in range(3, len(turns), 2):  # every earlier turn's points but its last
+        assert cut_points(turns[:end], step)[:-1] == [p for p in final if p < end - 1]
+    sizes = [sum(len(m["content"]) + 1 for m in turns[a:b]) for a, b in pairs(final[:-1])]
+    assert all(step / 2 < size < step * 1.5 for size in sizes)  # about a step apart
+
+
+def pairs(points: list[int]) -> list[tuple[int, int]]:
+    return list(itertools.pairwise(points))
+
+
+async def test_past_the_context_the_prompt_keeps_its_start_for_many_turns() -> None:
+    """40 turns past the limit: the start moves a few times in large steps, each prompt fits,
+    and a remembered count (the service's ``PromptSizes``) spares counts."""
+    count = Counter()
+    history: list[Turn] = []
+    known: KnownPrefix | None = None
+    starts, calls = [], []
+    for i in range(70):  # ~70 tokens a turn: the 1,920 the prompt may take fill by turn 27
+        history.append(Turn("user", f"question {i}: " + "word " * 20))
+        before = count.calls
+        fitted = await fit_conversation(
+            "Be brief.", history, n_ctx=2048, max_tokens=128, count_tokens=count, known=known
+        )
+        calls.append(count.calls - before)
+        starts.append(fitted.dropped)
+        assert words(fitted.messages) <= 2048 - 128
+        assert fitted.messages[1] == {"role": "user", "content": history[fitted.dropped].content}
+        known = KnownPrefix(len(history) - fitted.dropped, words(fitted.messages), fitted.dropped)
+        history.append(Turn("assistant", "reply " * 40))
+    trimmed = [s for s in starts if s]
+    assert len(trimmed) >= 40
+    runs = [len(list(group)) for _, group in itertools.groupby(trimmed)]
+    assert len(runs) <= 8 and min(runs[:-1]) >= 5  # the oldest turn at a time: 40 runs of 1
+    # one count a turn near the budget, two when the start moves (a binary search took ~7)
+    assert max(calls) <= 2 and sum(calls) < len(calls)
+
+
+async def test_without_a_remembered_count_the_same_start_is_found() -> None:
+    history = [m for i in range(30) for m in chat_turn(i)] + [Turn("user", "now?")]
+    count = Counter()
+    cold = await fit_conversation(
+        "Be brief.", history, n_ctx=512, max_tokens=128, count_tokens=count
+    )
+    assert cold.dropped > 0 and count.calls <= 8  # a binary search over the cut points
+    points = cut_points([{"role": t.role, "content": t.content} for t in history], 576)
+    assert cold.dropped in points and words(cold.messages) <= 384
+    earlier = points[points.index(cold.dropped) - 1]
+    assert words(cold.messages[:1] + [
+        {"role": t.role, "content": t.content} for t in history[earlier:]
+    ]) > 384  # fmt: skip
+    elsewhere = next(i for i in range(2, len(history), 2) if i not in points)
+    warm = await fit_conversation(
+        "Be brief.", history, n_ctx=512, max_tokens=128, count_tokens=count,
+        known=KnownPrefix(3, 10, start=elsewhere),  # not a cut point: it says nothing
+    )  # fmt: skip
+    assert warm.dropped == cold.dropped
+
+
+async def test_when_no_cut_point_but_the_question_fits_as_much_as_fits_is_kept() -> None:
+    # 200 one-word messages: 1,000 tokens in 600 bytes, which is not yet one step
+    history = [Turn("user" if i % 2 == 0 else "assistant", "a") for i in range(201)]
+    fitted = await fit_conversation("", history, n_ctx=512, max_tokens=128, count_tokens=Counter())
+    assert 0 < fitted.dropped < 200
+    assert words(fitted.messages) <= 384 < words(fitted.messages) + 2 * 5  # one more turn: no

@@ -4,6 +4,8 @@ trusted for the same model, system prompt and history."""
 
 from __future__ import annotations
 
+import itertools
+
 from bot.conversation import KnownPrefix
 from bot.prompt_sizes import PromptSizes
 from bot.service import ChatService
@@ -75,3 +77,23 @@ async def test_near_the_context_it_counts_again_and_drops_the_oldest_turns(
     assert last[-1]["content"] == "question 19 please" and len(last) < 2 + 2 * 19  # dropped
     prompt = sum(len(m["content"].split()) + 4 for m in last)
     assert prompt <= 1000 - 60
+
+
+async def test_past_the_context_the_prompt_keeps_its_start_and_is_rarely_counted(
+    scripted: tuple[ScriptedEngine, ChatService],
+) -> None:
+    """Trimmed prompts are remembered with the turns they kept: the next turn keeps the same
+    start (the engine's cached prefix stays valid) and needs one count to know it still fits,
+    two when the start moves on (the binary search over every message took ~6)."""
+    engine, service = scripted
+    counts = []
+    for turn in range(45):  # ~51 tokens a turn: the 940 the prompt may take fill by turn 18
+        before = engine.tokenized
+        await ask(service, f"question {turn} please")
+        counts.append(engine.tokenized - before)
+    firsts = [r["messages"][1]["content"] for r in engine.requests]
+    trimmed = [first for first in firsts if first != "question 0 please"]
+    assert len(trimmed) >= 25
+    starts = [len(list(group)) for _, group in itertools.groupby(trimmed)]
+    assert min(starts[:-1]) >= 3  # dropping the oldest turn each time moved it every turn
+    assert max(counts) <= 2 and sum(counts[-len(trimmed) :]) <= len(trimmed) + len(starts)

@@ -51,6 +51,8 @@ class FakeBackend:
         kv_cells: int | None = None,
         unified: bool = False,
         swa: bool = False,
+        n_swa: int = 0,
+        can_shift: bool = True,
         n_batch: int = 16,
         eog_ids: frozenset[int] = frozenset({1, 2}),
         next_token: NextToken = count_up,
@@ -59,7 +61,10 @@ class FakeBackend:
         self.n_ctx_seq = n_ctx_seq
         self.kv_cells = kv_cells if kv_cells is not None else n_seq * n_ctx_seq
         self.unified = unified
-        self.swa = swa
+        self.swa = swa or n_swa > 0
+        self.n_swa = n_swa
+        self.can_shift = can_shift
+        self.cuts: list[tuple[int, int, int, int]] = []  # (seq, start, end, keep_end)
         self.kv_bytes = self.kv_cells * 64
         self.n_batch = n_batch
         self.eog_ids = eog_ids
@@ -102,6 +107,15 @@ class FakeBackend:
 
     def keep_prefix(self, seq: int, n_tokens: int) -> bool:
         del self.kv[seq][n_tokens:]
+        return True
+
+    def cut_gap(self, seq: int, start: int, end: int, keep_end: int) -> bool:
+        if not self.can_shift:
+            return False
+        tokens = self.kv[seq]
+        assert 0 <= start < end <= keep_end <= len(tokens), (start, end, keep_end, len(tokens))
+        self.kv[seq] = tokens[:start] + tokens[end:keep_end]
+        self.cuts.append((seq, start, end, keep_end))
         return True
 
     def clear(self, seq: int) -> None:
