@@ -101,6 +101,14 @@ class TelegramAdapter:
         )
         app.add_handler(MessageHandler(new_messages & ~filters.TEXT, self.on_other))
         app.add_handler(CallbackQueryHandler(self.on_stop_button, pattern=f"^{STOP_PREFIX}"))
+        app.add_error_handler(self.on_error)
+
+    async def on_error(self, update: object, context: Context) -> None:
+        """A handler failed in a way the bot did not foresee (a bug): one ERROR line with the
+        update's id and the traceback, in place of python-telegram-bot's "No error handlers
+        are registered" dump; the updates after it are handled as usual."""
+        update_id = update.update_id if isinstance(update, Update) else None
+        log.error("handling Telegram update %s failed", update_id, exc_info=context.error)
 
     async def start(self) -> None:
         """Connect; a rejected token or an unreachable API is one clear ParleyError."""

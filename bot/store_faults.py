@@ -38,6 +38,8 @@ _FAULTS: tuple[tuple[str, str], ...] = (
     ("malformed", "the database file is damaged (restore it from a backup)"),
     ("file is not a database", "the file is not a SQLite database (damaged or truncated?)"),
     ("out of memory", "SQLite ran out of memory"),
+    # past the 5 s busy timeout: a backup, a sqlite3 shell or a second Parley holds the lock
+    ("database is locked", "another program holds the database's write lock (a second bot?)"),
 )
 
 

@@ -124,3 +124,24 @@ async def test_stopping_during_a_long_backoff_does_not_wait_it_out(tmp_path: Pat
         started = loop.time()
         await bot.adapter.stop()  # its last getUpdates (confirming the offset) does not wait
         assert loop.time() - started < 3.0
+
+
+async def test_a_handler_that_fails_is_logged_once_with_its_update_and_the_next_is_answered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The placeholder's sendMessage gets an answer without its result: nothing the bot
+    foresaw, so the error handler logs it (not PTB's "No error handlers are registered")."""
+    engine = ScriptedEngine("one two three", tokens_per_second=100)
+    async with serve(engine.app()) as url, telegram_bot(url, tmp_path / "bot.db") as bot:
+        bot.emu.answer_raw("sendMessage", {"ok": True})
+        await bot.emu.user_says("hello", chat_id=ALICE, user_id=ALICE)
+        await bot.emu.wait_for(lambda: any(failed_updates(caplog)) or None, 10)
+        again = await bot.emu.user_says("again", chat_id=ALICE, user_id=ALICE)
+        await bot.answer_to(again, ALICE, timeout=30)
+    (failed,) = failed_updates(caplog)
+    assert failed.exc_info is not None and isinstance(failed.exc_info[1], KeyError)
+    assert not any("No error handlers" in r.getMessage() for r in caplog.records)
+
+
+def failed_updates(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "handling Telegram update" in r.getMessage()]

@@ -116,6 +116,7 @@ async def test_a_message_the_store_cannot_take_is_refused_clearly_then_stored_wh
         ("disk I/O error", "I/O error"),
         ("database disk image is malformed", "damaged"),
         ("file is not a database", "not a SQLite database"),
+        ("database is locked", "write lock"),
     ],
 )
 def test_storage_faults_are_named_for_the_operator(message: str, named: str) -> None:
@@ -124,6 +125,5 @@ def test_storage_faults_are_named_for_the_operator(message: str, named: str) -> 
 
 
 def test_other_database_errors_are_not_storage_faults() -> None:
-    assert storage_fault(sqlite3.OperationalError("database is locked")) is None
     assert storage_fault(sqlite3.IntegrityError("UNIQUE constraint failed")) is None
     assert storage_fault(ValueError("disk is full")) is None
