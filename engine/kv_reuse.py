@@ -54,8 +54,8 @@ def plan_reuse(
     it is at least ``min_run`` tokens long (0 turns it off). With a sliding window of
     ``window`` tokens the cells older than the window may be gone (llama.cpp recycles them
     and saves only the window when spilling), so the stretch must end where the cached
-    sequence ends and be a whole window long: then the new tokens attend only to cells that
-    are still there.
+    sequence ends (one cell short at most, as a spilled one may be continued) and be a whole
+    window long: then the new tokens attend only to cells that are still there.
     """
     limit = len(prompt) - 1
     prefix = min(common_prefix(cached, prompt), max(limit, 0))
