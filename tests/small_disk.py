@@ -46,7 +46,6 @@ class SmallDisk:
         self._filler.unlink(missing_ok=True)
 
 
-
 def immutable(path: Path, on: bool = True) -> None:
     """Make ``path`` immutable (``chattr +i``: not even root may write it), or writable again."""
     subprocess.run(["chattr", "+i" if on else "-i", str(path)], check=True, capture_output=True)
