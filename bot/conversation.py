@@ -194,14 +194,20 @@ async def _first_fitting(
     rest = list(points[2:])
     if not rest or not await fits(rest[-1]):
         return None
-    low, high = 0, len(rest) - 1
+    return await _bisect(rest, fits)
+
+
+async def _bisect(candidates: Sequence[int], fits: Callable[[int], Awaitable[bool]]) -> int:
+    """The first of ``candidates`` that fits, given that the last one does (fitting only
+    gets easier along them)."""
+    low, high = 0, len(candidates) - 1
     while low < high:
         middle = (low + high) // 2
-        if await fits(rest[middle]):
+        if await fits(candidates[middle]):
             high = middle
         else:
             low = middle + 1
-    return rest[high]
+    return candidates[high]
 
 
 async def _closest_fit(
@@ -211,14 +217,7 @@ async def _closest_fit(
     current message alone fits (single messages longer than a step), keep what still fits
     rather than nothing. The current message itself always fits here."""
     starts = [i for i in range(after + 1, len(turns)) if turns[i]["role"] == "user"]
-    low, high = 0, len(starts) - 1
-    while low < high:
-        middle = (low + high) // 2
-        if await fits(starts[middle]):
-            high = middle
-        else:
-            low = middle + 1
-    return starts[high]
+    return await _bisect(starts, fits)
 
 
 async def _too_long(

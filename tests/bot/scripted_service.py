@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -22,20 +23,29 @@ from tests.emulators.scripted_engine import ScriptedEngine
 ANSWER = " ".join(f"word{i}" for i in range(40))  # 40 tokens, ~300 bytes
 
 
-@pytest.fixture
-async def scripted(tmp_path: Path) -> AsyncIterator[tuple[ScriptedEngine, ChatService]]:
+@asynccontextmanager
+async def scripted_service(database: Path) -> AsyncIterator[tuple[ScriptedEngine, ChatService]]:
+    """A started service on a store at ``database``, answering ``ANSWER`` quickly."""
     engine = ScriptedEngine(ANSWER, tokens_per_second=2000, n_ctx=1000)
     async with serve(engine.app()) as url, aiohttp.ClientSession() as session:
-        store = await Store.open(tmp_path / "bot.db")
+        store = await Store.open(database)
         service = ChatService(
             store, await started_pool(url, session), sampling=Sampling(max_tokens=60),
             system_prompt="Be brief.", max_pending_per_user=3, max_pending_total=10,
         )  # fmt: skip
         service.start()
-        yield engine, service
-        await service.stop()
-        await service.engines.stop()
-        await store.close()
+        try:
+            yield engine, service
+        finally:
+            await service.stop()
+            await service.engines.stop()
+            await store.close()
+
+
+@pytest.fixture
+async def scripted(tmp_path: Path) -> AsyncIterator[tuple[ScriptedEngine, ChatService]]:
+    async with scripted_service(tmp_path / "bot.db") as pair:
+        yield pair
 
 
 async def ask(service: ChatService, text: str, sink: Recorder | None = None) -> Recorder:

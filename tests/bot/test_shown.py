@@ -45,6 +45,15 @@ def _jobs(store: Store) -> list[tuple[str, int]]:
         return db.execute("SELECT status, shown FROM jobs ORDER BY id").fetchall()
 
 
+async def _until_jobs(store: Store, expected: list[tuple[str, int]]) -> None:
+    """Wait (5 s at most) until the jobs read ``expected``; assert they do."""
+    for _ in range(500):
+        if _jobs(store) == expected:
+            break
+        await asyncio.sleep(0.01)
+    assert _jobs(store) == expected
+
+
 async def test_a_final_text_held_by_a_429_is_shown_by_the_next_start(
     scripted: tuple[ScriptedEngine, ChatService],
 ) -> None:
@@ -53,11 +62,7 @@ async def test_a_final_text_held_by_a_429_is_shown_by_the_next_start(
     reply = PlatformReply(surface)
     await service.handle(Incoming("test", "chat-1", "alice", "Alice", "hello", reply))
     await asyncio.wait_for(surface.refused.wait(), 30)
-    for _ in range(200):  # the answer is stored right after its final text is handed over
-        if _jobs(service.store) == [("done", 0)]:
-            break
-        await asyncio.sleep(0.01)
-    assert _jobs(service.store) == [("done", 0)]  # stored, not shown
+    await _until_jobs(service.store, [("done", 0)])  # stored, not shown
     service.delivery_grace = 0.2
     await service.stop(resumable=True)  # the stop gives up on the 429's minute
     (message_id,) = surface.messages
@@ -71,11 +76,7 @@ async def test_a_final_text_held_by_a_429_is_shown_by_the_next_start(
         service, "test", lambda *_: _resumed(surface, message_id), max_age=3600
     )
     assert (resumed.queued, resumed.shown) == (0, 1)
-    for _ in range(500):
-        if _jobs(service.store) == [("done", 1)]:
-            break
-        await asyncio.sleep(0.01)
-    assert _jobs(service.store) == [("done", 1)]
+    await _until_jobs(service.store, [("done", 1)])
     assert list(surface.messages) == [message_id]  # the same message, nothing new posted
     assert surface.messages[message_id][-1] == ANSWER
     assert len(engine.requests) == asked  # shown from the store, not written again
@@ -89,11 +90,7 @@ async def test_an_answer_the_platform_confirmed_is_not_shown_again(
     reply = PlatformReply(surface)
     await service.handle(Incoming("test", "chat-1", "alice", "Alice", "hello", reply))
     await asyncio.wait_for(reply.done.wait(), 30)
-    for _ in range(500):
-        if _jobs(service.store) == [("done", 1)]:
-            break
-        await asyncio.sleep(0.01)
-    assert _jobs(service.store) == [("done", 1)]
+    await _until_jobs(service.store, [("done", 1)])
     resumed = await resume_jobs(service, "test", lambda *_: PlatformReply(surface), 3600)
     assert resumed == type(resumed)(0, 0, 0, 0)
 
@@ -148,9 +145,5 @@ async def test_a_final_text_the_platform_refuses_again_is_tried_once_not_at_ever
     gone = GoneSurface()
     resumed = await resume_jobs(service, "test", lambda *_: _resumed(gone, "1"), 3600)
     assert resumed.shown == 1
-    for _ in range(500):
-        if _jobs(service.store) == [("done", 1)]:
-            break
-        await asyncio.sleep(0.01)
-    assert _jobs(service.store) == [("done", 1)]  # given up after this try
+    await _until_jobs(service.store, [("done", 1)])  # given up after this one try
     assert (await resume_jobs(service, "test", lambda *_: _resumed(gone, "1"), 3600)).shown == 0

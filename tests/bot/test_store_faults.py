@@ -11,20 +11,14 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from bot.engine_client import Sampling
 from bot.incoming import Incoming
 from bot.metrics import METRICS
 from bot.service import STORE_DOWN, ChatService
-from bot.store import Store
 from bot.store_faults import storage_fault
-from tests.adapters.discord_harness import serve
-from tests.bot.pools import started_pool
-from tests.bot.scripted_service import ANSWER
+from tests.bot.scripted_service import scripted_service
 from tests.bot.test_service import Recorder
-from tests.emulators.scripted_engine import ScriptedEngine
 from tests.small_disk import immutable, small_disk
 
 
@@ -44,22 +38,12 @@ async def faulty(
             folder = tmp_path
             fault = lambda on: immutable(folder / "bot.db-wal", on)  # noqa: E731
         stack.callback(fault, False)
-        engine = ScriptedEngine(ANSWER, tokens_per_second=2000, n_ctx=1000)
-        async with serve(engine.app()) as url, aiohttp.ClientSession() as session:
-            store = await Store.open(folder / "bot.db")
-            service = ChatService(
-                store, await started_pool(url, session), sampling=Sampling(max_tokens=60),
-                system_prompt="Be brief.", max_pending_per_user=3, max_pending_total=10,
-            )  # fmt: skip
+        async with scripted_service(folder / "bot.db") as (_, service):
             service.storage._every = 0.1  # probe often: the test waits for recovery
-            service.start()
             try:
                 yield fault, service
             finally:
                 fault(False)
-                await service.stop()
-                await service.engines.stop()
-                await store.close()
 
 
 async def _say(service: ChatService, text: str) -> Recorder:
