@@ -134,7 +134,8 @@ async def test_queue_and_a_model_switch_while_an_answer_streams(
     code, out, _ = await admin(tmp_path, "queue", "--json")
     assert [row["state"] for row in json.loads(out)] == ["running"]
     switching = asyncio.create_task(admin(tmp_path, "model", "use", "other.gguf"))
-    await asyncio.wait_for(first_sink.done.wait(), 60)
+    # 7 s on an idle machine; over 60 s once with a benchmark's engine beside the suite's
+    await asyncio.wait_for(first_sink.done.wait(), 240)
     code, out, err = await switching
     assert code == 0, err
     assert "now answering with other.gguf" in out
@@ -143,7 +144,7 @@ async def test_queue_and_a_model_switch_while_an_answer_streams(
     service.sampling = Sampling(max_tokens=4, temperature=0)
     second, second_sink = say("bob", "Hi", log)
     await service.handle(second)
-    await asyncio.wait_for(second_sink.done.wait(), 60)
+    await asyncio.wait_for(second_sink.done.wait(), 120)
     assert second_sink.outcome is not None and second_sink.outcome.model == "other.gguf"
     assert await service.store.get_setting("model") == str(tmp_path / "models" / "other.gguf")
     code, _, err = await admin(tmp_path, "model", "use", "missing.gguf")
