@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import sys
 import time
@@ -299,6 +300,11 @@ def verdicts(rows: list[Row], users: int, lost: dict[str, Any]) -> list[tuple[st
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    # SIGTERM ends the soak as Ctrl-C does: through the finally below, so the bot (and the
+    # engine it would restart) stops with it instead of running on
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     workdir = RESULTS / "soak"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
