@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from bot.incoming import Incoming, Outcome, ReplySink
 from bot.service import ENGINE_ATTEMPTS, ChatService
-from bot.store_jobs import Unfinished, mark_shown, set_reply_ref, unfinished_jobs
+from bot.store_jobs import Unfinished, mark_shown, unfinished_jobs
 from bot.work import STATE_OF, WorkItem
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ async def resume_jobs(
         if reason is None:
             service.enqueue(item)
         if incoming.reply.reference() is None:  # not bound to the earlier run's message:
-            await _post(service, item)  # a new one, to answer or tell
+            await service.post_reply(item)  # a new one, to answer or tell
         elif item.shown_position is not None:
             await incoming.reply.queued(item.shown_position)
         if reason is None:
@@ -89,13 +89,6 @@ async def resume_jobs(
     return Resumed(queued, failed, dropped, shown)
 
 
-async def _post(service: ChatService, item: WorkItem) -> None:
-    """Post a new reply for ``item`` and record it before anything else can happen."""
-    await item.incoming.reply.accepted(item.shown_position)
-    if (ref := item.incoming.reply.reference()) is not None:
-        await set_reply_ref(service.store, item.job.id, ref)
-
-
 async def _show_again(
     service: ChatService, platform: str, left: Unfinished, sink: ReplySink | None
 ) -> int:
@@ -111,9 +104,9 @@ async def _show_again(
     )  # fmt: skip
     item = WorkItem(incoming, accepted.user, accepted.conversation, accepted.message, accepted.job)
     if sink.reference() is None:
-        await _post(service, item)
+        await service.post_reply(item)
     job = accepted.job
-    service.show_again(item, Outcome(STATE_OF[job.status], left.answer or "", job.error))
+    service.show_again(item, Outcome(STATE_OF[job.status], left.answer, job.error))
     return 1
 
 

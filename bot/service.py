@@ -217,8 +217,13 @@ class ChatService(ServiceCalls):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(ASKING_WAIT):
                     await item.asking.wait()
-        await incoming.reply.accepted(item.shown_position)
-        if (ref := incoming.reply.reference()) is not None:
+        await self.post_reply(item)
+
+    async def post_reply(self, item: WorkItem) -> None:
+        """Post ``item``'s reply (its placeholder or queue place) and record where it is
+        before anything else can happen, so a bot killed next writes into it, not a new one."""
+        await item.incoming.reply.accepted(item.shown_position)
+        if (ref := item.incoming.reply.reference()) is not None:
             await set_reply_ref(self.store, item.job.id, ref)
 
     def enqueue(self, item: WorkItem) -> None:

@@ -180,7 +180,7 @@ class Unfinished:
     attempts: int  # times a worker started it
     source_ref: str | None
     reply_ref: str | None
-    answer: str | None = None  # a closed job's stored answer ("" if none was written)
+    answer: str = ""  # a closed job's stored answer ("" if none was written)
 
     @property
     def closed(self) -> bool:
