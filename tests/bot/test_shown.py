@@ -54,10 +54,9 @@ async def _until_jobs(store: Store, expected: list[tuple[str, int]]) -> None:
     assert _jobs(store) == expected
 
 
-async def test_a_final_text_held_by_a_429_is_shown_by_the_next_start(
-    scripted: tuple[ScriptedEngine, ChatService],
-) -> None:
-    engine, service = scripted
+async def _stopped_while_flooded(service: ChatService) -> FloodedSurface:
+    """Alice asks; her final edit meets a 429 of a minute; the answer is stored, not shown,
+    and the service stops (a restart) without waiting that minute out."""
     surface = FloodedSurface()
     reply = PlatformReply(surface)
     await service.handle(Incoming("test", "chat-1", "alice", "Alice", "hello", reply))
@@ -65,6 +64,14 @@ async def test_a_final_text_held_by_a_429_is_shown_by_the_next_start(
     await _until_jobs(service.store, [("done", 0)])  # stored, not shown
     service.delivery_grace = 0.2
     await service.stop(resumable=True)  # the stop gives up on the 429's minute
+    return surface
+
+
+async def test_a_final_text_held_by_a_429_is_shown_by_the_next_start(
+    scripted: tuple[ScriptedEngine, ChatService],
+) -> None:
+    engine, service = scripted
+    surface = await _stopped_while_flooded(service)
     (message_id,) = surface.messages
     assert surface.messages[message_id][-1] != ANSWER  # the user never saw the answer
     assert _jobs(service.store) == [("done", 0)]
@@ -133,13 +140,7 @@ async def test_a_final_text_the_platform_refuses_again_is_tried_once_not_at_ever
     scripted: tuple[ScriptedEngine, ChatService],
 ) -> None:
     _, service = scripted
-    surface = FloodedSurface()
-    await service.handle(
-        Incoming("test", "chat-1", "alice", "Alice", "hello", PlatformReply(surface))
-    )
-    await asyncio.wait_for(surface.refused.wait(), 30)
-    service.delivery_grace = 0.2
-    await service.stop(resumable=True)
+    await _stopped_while_flooded(service)
     assert _jobs(service.store) == [("done", 0)]
     service.start()
     gone = GoneSurface()
