@@ -16,8 +16,8 @@ import threading
 from collections import deque
 from typing import TextIO
 
+from bot.chat.service import ChatService
 from bot.incoming import Incoming, Outcome
-from bot.service import ChatService
 
 PLATFORM = "console"
 CHAT_ID = "terminal"

@@ -16,12 +16,12 @@ import yarl
 from discord import app_commands
 
 from adapters.discord_surface import TOKEN_LIFE, InteractionSurface, MessageSurface
+from bot.chat.service import ChatService
 from bot.errors import ConfigError, ParleyError
 from bot.incoming import NOT_UNICODE, Incoming, is_valid_unicode
-from bot.model_catalog import offered_models
-from bot.platform_reply import PlatformReply
-from bot.replies import ReplySurface
-from bot.service import ChatService
+from bot.models.catalog import offered_models
+from bot.replies.platform import PlatformReply
+from bot.replies.streamed_edits import ReplySurface
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)

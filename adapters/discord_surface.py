@@ -17,7 +17,7 @@ from typing import TypeVar
 import aiohttp
 import discord
 
-from bot.replies import RateLimited
+from bot.replies.streamed_edits import RateLimited
 
 log = logging.getLogger(__name__)
 

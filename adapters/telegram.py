@@ -27,10 +27,10 @@ from telegram.ext import (
 from adapters.telegram_http import AiohttpRequest
 from adapters.telegram_surface import STOP_PREFIX, ChatPacer, TelegramSurface
 from adapters.telegram_updates import PollingBot
+from bot.chat.service import ChatService
 from bot.errors import ConfigError, ParleyError
 from bot.incoming import NOT_UNICODE, Incoming, is_valid_unicode
-from bot.platform_reply import PlatformReply
-from bot.service import ChatService
+from bot.replies.platform import PlatformReply
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)

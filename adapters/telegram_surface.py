@@ -23,7 +23,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 from telegram.warnings import PTBUserWarning
 
 from adapters.telegram_format import to_html
-from bot.replies import RateLimited
+from bot.replies.streamed_edits import RateLimited
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Long conversations: TTFT once histories outgrow the context, through the bot's own trimming.
 
 ``users`` people talk at once, each turn a ~100-token message and an ``answer``-token reply,
-each prompt fitted by ``bot.conversation.fit_conversation`` with the counts the bot remembers
-(``bot.prompt_sizes``), until every conversation has ``past`` turns beyond the one where its
+each prompt fitted by ``bot.chat.context_fit.fit_conversation`` with the counts the bot remembers
+(``bot.chat.prompt_sizes``), until every conversation has ``past`` turns beyond the one where its
 history first outgrew the context. Past the limit each user also takes a turn in a short
 conversation (a fresh one every 4 turns; its first turn is not counted) after each long one,
 so short and long turns are measured side by side: on a shared machine the speed drifts
@@ -34,15 +34,15 @@ import aiohttp
 
 from bench import load
 from bench.servers import Running, ServerShape, llama_server, parley
-from bot.conversation import (
+from bot.chat.context_fit import (
     STEP_OF_BUDGET,
     ScaffoldBound,
     Turn,
     fit_conversation,
     measure_scaffold,
 )
-from bot.engine_client import EngineClient, Tokenizer
-from bot.prompt_sizes import PromptSizes
+from bot.chat.prompt_sizes import PromptSizes
+from bot.engines.client import EngineClient, Tokenizer
 from engine.download import demo_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ class Variant:
     name: str
     start: Start
     step_of_budget: float  # the bot's trimming step (0: the oldest turn at a time)
-    tokenizer: Tokenizer  # how the bot counts on this server (bot/engine_client.py)
+    tokenizer: Tokenizer  # how the bot counts on this server (bot/engines/client.py)
 
 
 @dataclass(frozen=True)

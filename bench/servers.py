@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import Target
-from bot.gguf_info import read_gguf_info
+from bot.models.gguf_info import read_gguf_info
 from engine.template import ARCHITECTURE_TEMPLATES, BUILTIN_TEMPLATES
 from tests.engine_process import start_engine
 

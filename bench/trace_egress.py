@@ -37,8 +37,8 @@ STEPS = (
 def traced_bot(out: Path) -> int:
     """``parley run`` with stamps (time, step, chat) on the reply path, written at exit."""
     import adapters.telegram_surface as surface
-    import bot.platform_reply as platform_reply
-    import bot.service as service
+    import bot.chat.service as service
+    import bot.replies.platform as platform_reply
     from bot.cli import main
 
     events: list[tuple[float, str, str]] = []

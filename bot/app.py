@@ -22,23 +22,24 @@ import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 
-from bot import redact, store_admin
-from bot.admin_api import serve_admin, token_path
-from bot.engine_client import EngineClient, Sampling
-from bot.engine_pool import KEEPALIVE_SECONDS, Engine, EnginePool
-from bot.engine_spec import EngineSpec, parse_engine_spec
+from bot import redact
+from bot.admin.api import serve_admin, token_path
+from bot.chat.limits import UserLimits
+from bot.chat.resume import resume_jobs
+from bot.chat.service import ChatService
+from bot.chat.service_calls import MODEL_KEY
+from bot.engines.client import EngineClient, Sampling
+from bot.engines.local import LocalEngine
+from bot.engines.pool import KEEPALIVE_SECONDS, Engine, EnginePool
+from bot.engines.spec import EngineSpec, parse_engine_spec
 from bot.errors import ModelUnavailable
 from bot.http_guard import ConnectionGuard, GuardedServer, serve_guarded
 from bot.incoming import ReplySink
-from bot.limits import UserLimits
-from bot.local_engine import LocalEngine
 from bot.metrics import create_metrics_app, labelled
-from bot.resume import resume_jobs
-from bot.service import ChatService
-from bot.service_calls import MODEL_KEY
 from bot.settings import DEMO_MODEL, Settings
 from bot.stop_watchdog import StopWatchdog
-from bot.store import Store
+from bot.store import admin_queries as store_admin
+from bot.store.database import Store
 
 log = logging.getLogger(__name__)
 

@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return engine_main(rest)
     if command == "admin":
-        from bot.admin_cli import main as admin_main
+        from bot.admin.cli import main as admin_main
 
         return admin_main(rest)
     if command in ("chat", "run"):
@@ -93,7 +93,7 @@ async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
     from adapters.console import PLATFORM as CONSOLE
     from adapters.console import Console
     from bot.app import Parley, SessionOverrides, run_platforms, sampling_from
-    from bot.resume import resume_jobs
+    from bot.chat.resume import resume_jobs
     from bot.settings import load_settings
 
     overrides_given = {

@@ -1,7 +1,7 @@
 """What an adapter hands the bot, and what the bot calls back to show a reply.
 
 Adapters parse their platform's events into ``Incoming`` and implement ``ReplySink`` (the
-platform adapters through ``bot.replies.StreamedReply``, the terminal by printing).
+platform adapters through ``bot.replies.streamed_edits.StreamedReply``, the terminal by printing).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from bot.engine_client import Usage
+from bot.engines.client import Usage
 from bot.log_context import new_request_id
 
 State = Literal["done", "stopped", "error"]

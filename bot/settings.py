@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.engine_spec import parse_engine_spec, split_engine_urls
+from bot.engines.spec import parse_engine_spec, split_engine_urls
 from bot.errors import ConfigError
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-1.5B-Instruct-GGUF:qwen2.5-1.5b-instruct-q4_k_m.gguf"
@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     @field_validator("engine_urls", mode="before")
     @classmethod
     def _url_list(cls, value: object) -> object:
-        """Comma-separated ``URL[;key=value...]`` entries (bot/engine_spec.py), each checked."""
+        """Comma-separated ``URL[;key=value...]`` entries (bot/engines/spec.py), each checked."""
         entries = split_engine_urls(value) if isinstance(value, str) else value
         if isinstance(entries, list):
             for entry in entries:

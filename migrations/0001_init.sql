@@ -1,6 +1,6 @@
 -- Parley's initial schema.
 -- Timestamps are ISO-8601 UTC text, e.g. 2024-05-01T12:00:00.000Z (sorts as it reads).
--- Applied by bot/migrations.py inside one transaction; do not add BEGIN/COMMIT here.
+-- Applied by bot/store/migrations.py inside one transaction; do not add BEGIN/COMMIT here.
 
 -- A person on one platform. Bans and allowlists key on (platform, platform_user_id).
 CREATE TABLE users (

@@ -1,1 +1,1 @@
-"""SQL migrations, applied in order by bot.migrations (shipped as package data)."""
+"""SQL migrations, applied in order by bot.store.migrations (shipped as package data)."""

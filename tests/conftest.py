@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.store import Store
+from bot.store.database import Store
 from tests.engine_process import EngineProcess, start_engine
 
 ADMIN_TOKEN = "test-admin-token"

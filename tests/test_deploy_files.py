@@ -72,12 +72,12 @@ def stop_budget() -> float:
     """Seconds a SIGTERM'd ``parley run`` may take to exit 0: running answers get
     SHUTDOWN_GRACE, final texts still being shown DELIVERY_GRACE, then the local engine its
     own grace before SIGKILL."""
-    engine_source = (ROOT / "bot/local_engine.py").read_text(encoding="utf-8")
+    engine_source = (ROOT / "bot/engines/local.py").read_text(encoding="utf-8")
     engine = re.search(r"async def stop\(self\).*?_kill\(grace=([\d.]+)\)", engine_source, re.S)
-    assert engine is not None, "LocalEngine.stop's grace not found in bot/local_engine.py"
+    assert engine is not None, "LocalEngine.stop's grace not found in bot/engines/local.py"
     return (
         _module_constant("bot/app.py", "SHUTDOWN_GRACE")
-        + _module_constant("bot/service.py", "DELIVERY_GRACE")
+        + _module_constant("bot/chat/service.py", "DELIVERY_GRACE")
         + float(engine.group(1))
     )
 

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from adapters.discord import DiscordAdapter
 from bot.app import Parley
-from bot.service import ChatService
+from bot.chat.service import ChatService
 from bot.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, store_settled
 from tests.emulators.discord_api import DiscordEmulator

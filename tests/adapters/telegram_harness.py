@@ -12,7 +12,7 @@ from pathlib import Path
 
 from adapters.telegram import TelegramAdapter
 from bot.app import Parley
-from bot.service import ChatService
+from bot.chat.service import ChatService
 from bot.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, store_settled
 from tests.emulators.telegram_api import BotMessage, TelegramEmulator

@@ -19,7 +19,7 @@ import pytest
 from pydantic import SecretStr
 
 from bot.app import with_default_key
-from bot.engine_spec import parse_engine_spec
+from bot.engines.spec import parse_engine_spec
 from tests.adapters.test_console import base_env, stats
 
 KEY = "sk-parley-test-key-5bd1c0ffee"

@@ -13,13 +13,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.engine_client import Sampling
-from bot.service import ChatService
-from bot.store import Store
+from bot.chat.service import ChatService
+from bot.engines.client import Sampling
+from bot.store.database import Store
 from tests.adapters.discord_harness import serve
 from tests.adapters.telegram_harness import is_final, telegram_bot
+from tests.bot.chat.test_service import Recorder, say
 from tests.bot.pools import started_pool
-from tests.bot.test_service import Recorder, say
 from tests.emulators.openai_engine import OpenAIStandIn
 from tests.engine_process import EngineProcess, start_engine
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from adapters.telegram_surface import ChatPacer, TelegramSurface
-from bot.replies import StreamedReply
+from bot.replies.streamed_edits import StreamedReply
 from tests.adapters.discord_harness import serve
 from tests.adapters.telegram_harness import (
     ADMIN,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from bot.app import SHUTDOWN_GRACE
-from bot.resume import TOO_OLD
-from bot.service import PAUSED
+from bot.chat.resume import TOO_OLD
+from bot.chat.service import PAUSED
 from tests.adapters.bot_process import folded, kill_bot, start_bot, stop_bot
 from tests.adapters.telegram_harness import ALICE, is_final, plain
 from tests.adapters.test_console import base_env

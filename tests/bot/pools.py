@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from bot.engine_pool import EnginePool
-from bot.engine_spec import parse_engine_spec
+from bot.engines.pool import EnginePool
+from bot.engines.spec import parse_engine_spec
 
 
 async def started_pool(urls: str, session: aiohttp.ClientSession) -> EnginePool:

@@ -11,13 +11,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.engine_client import Sampling
+from bot.chat.service import ChatService
+from bot.engines.client import Sampling
 from bot.incoming import Incoming
-from bot.service import ChatService
-from bot.store import Store
+from bot.store.database import Store
 from tests.adapters.discord_harness import serve
+from tests.bot.chat.test_service import Recorder
 from tests.bot.pools import started_pool
-from tests.bot.test_service import Recorder
 from tests.emulators.scripted_engine import ScriptedEngine
 
 ANSWER = " ".join(f"word{i}" for i in range(40))  # 40 tokens, ~300 bytes

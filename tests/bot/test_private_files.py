@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.backup import backup_database
-from bot.log_file import RotatingLog
-from bot.private_files import create_private_file, make_private_folder
-from bot.store import Store
+from bot.engines.log_file import RotatingLog
+from bot.store.backup import backup_database
+from bot.store.database import Store
+from bot.store.private_files import create_private_file, make_private_folder
 
 
 def mode(path: Path) -> int:

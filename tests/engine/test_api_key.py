@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.engine_client import EngineClient, Sampling, StreamEnd
+from bot.engines.client import EngineClient, Sampling, StreamEnd
 from bot.errors import EngineRequestError
 from engine.runtime import EngineConfig
 from engine.server import create_app

@@ -1,0 +1,2 @@
+"""``parley admin``: the running bot's admin socket API and the CLI that talks to it.
+"""
