@@ -31,6 +31,7 @@ ARG CMAKE_ARGS="-DGGML_NATIVE=OFF"
 ARG EXTRAS=demo
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY parley/ parley/
 COPY bot/ bot/
 COPY engine/ engine/
 COPY adapters/ adapters/

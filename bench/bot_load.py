@@ -138,7 +138,7 @@ async def start_bot(
     })  # fmt: skip
     if command is None:
         parley = Path(sys.executable).with_name("parley")
-        command = [str(parley)] if parley.exists() else [sys.executable, "-m", "bot.cli"]
+        command = [str(parley)] if parley.exists() else [sys.executable, "-m", "parley"]
         command.append("run")
     log = workdir / "bot.log"
     with log.open("wb") as out:

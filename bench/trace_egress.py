@@ -39,7 +39,7 @@ def traced_bot(out: Path) -> int:
     import adapters.telegram_surface as surface
     import bot.chat.service as service
     import bot.replies.platform as platform_reply
-    from bot.cli import main
+    from parley.cli import main
 
     events: list[tuple[float, str, str]] = []
 

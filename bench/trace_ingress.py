@@ -40,7 +40,7 @@ STEPS = ("handed → handle", "handle → accept", "accept", "accept → stream"
 def traced_bot(out: Path) -> int:
     """``parley run`` with stamps around the message path, written to ``out`` at exit."""
     import bot.chat.service as service
-    from bot.cli import main
+    from parley.cli import main
 
     events: list[tuple[float, str, str]] = []
 

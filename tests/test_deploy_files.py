@@ -48,9 +48,9 @@ def setting_names() -> frozenset[str]:
 
 
 def console_script() -> tuple[str, str]:
-    """(name, target) of the console script that runs ``bot.cli:main``."""
+    """(name, target) of the console script that runs ``parley.cli:main``."""
     scripts: dict[str, str] = PYPROJECT["project"]["scripts"]
-    return next((name, target) for name, target in scripts.items() if target == "bot.cli:main")
+    return next((name, target) for name, target in scripts.items() if target == "parley.cli:main")
 
 
 def served_paths() -> frozenset[str]:
@@ -76,7 +76,7 @@ def stop_budget() -> float:
     engine = re.search(r"async def stop\(self\).*?_kill\(grace=([\d.]+)\)", engine_source, re.S)
     assert engine is not None, "LocalEngine.stop's grace not found in bot/engines/local.py"
     return (
-        _module_constant("bot/app.py", "SHUTDOWN_GRACE")
+        _module_constant("parley/app.py", "SHUTDOWN_GRACE")
         + _module_constant("bot/chat/service.py", "DELIVERY_GRACE")
         + float(engine.group(1))
     )
@@ -84,8 +84,8 @@ def stop_budget() -> float:
 
 def stop_deadline() -> float:
     """Seconds after which a stop still under way ends the process, saying where it was
-    stuck (bot/stop_watchdog.py): a service manager's SIGKILL must come after it."""
-    return _module_constant("bot/app.py", "STOP_DEADLINE")
+    stuck (parley/stop_watchdog.py): a service manager's SIGKILL must come after it."""
+    return _module_constant("parley/app.py", "STOP_DEADLINE")
 
 
 def seconds(value: object) -> float:

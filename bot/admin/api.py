@@ -20,6 +20,7 @@ from bot.chat.service import ChatService
 from bot.errors import ConfigError, ParleyError
 from bot.models.catalog import local_models
 from bot.redact import redact
+from bot.settings import Settings
 from bot.store import admin_queries as store_admin
 from bot.store.backup import backup_database
 from bot.store.faults import storage_fault
@@ -28,6 +29,13 @@ from bot.store.private_files import make_private_folder
 SERVICE = web.AppKey("service", ChatService)
 TOKEN = web.AppKey("token", str)
 INFO = web.AppKey("info", dict)
+
+
+def admin_socket_path(settings: Settings) -> Path:
+    """ADMIN_SOCKET, or admin.sock beside the database."""
+    if settings.admin_socket is not None:
+        return settings.admin_socket.expanduser()
+    return settings.database_path.expanduser().parent / "admin.sock"
 
 
 def token_path(socket: Path) -> Path:

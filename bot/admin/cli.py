@@ -243,7 +243,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         if args.command == "model" and args.action == "pull":
             return pull(args)
-        from bot.app import admin_socket_path
+        from bot.admin.api import admin_socket_path
         from bot.settings import load_settings
 
         settings = load_settings()

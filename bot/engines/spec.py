@@ -14,7 +14,9 @@ the context per answer, for servers that do not report it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from pydantic import SecretStr
 
 OPTIONS = ("api_key", "model", "max_concurrency", "n_ctx")
 
@@ -62,3 +64,10 @@ def parse_engine_spec(entry: str) -> EngineSpec:
 def split_engine_urls(value: str) -> list[str]:
     """The non-empty comma-separated entries of ENGINE_URLS."""
     return [entry.strip().rstrip("/") for entry in value.split(",") if entry.strip()]
+
+
+def with_default_key(spec: EngineSpec, key: SecretStr | None) -> EngineSpec:
+    """An ENGINE_URLS entry with ENGINE_API_KEY as its key unless it names its own."""
+    if spec.api_key is not None or key is None:
+        return spec
+    return replace(spec, api_key=key.get_secret_value())

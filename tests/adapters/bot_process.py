@@ -20,7 +20,7 @@ async def start_bot(
     ``log``: where its stderr goes (else nowhere)."""
     with log.open("ab") if log else open(os.devnull, "wb") as stderr:
         bot = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "run", cwd=cwd, env=env,
+            sys.executable, "-m", "parley", "run", cwd=cwd, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=stderr, start_new_session=own_group,
         )  # fmt: skip
     assert bot.stdout is not None

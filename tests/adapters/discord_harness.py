@@ -13,9 +13,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from adapters.discord import DiscordAdapter
-from bot.app import Parley
 from bot.chat.service import ChatService
 from bot.settings import load_settings
+from parley.app import Parley
 from tests.conftest import ADMIN_TOKEN, store_settled
 from tests.emulators.discord_api import DiscordEmulator
 from tests.emulators.discord_models import MessageRecord

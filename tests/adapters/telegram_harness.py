@@ -11,9 +11,9 @@ from html import unescape
 from pathlib import Path
 
 from adapters.telegram import TelegramAdapter
-from bot.app import Parley
 from bot.chat.service import ChatService
 from bot.settings import load_settings
+from parley.app import Parley
 from tests.conftest import ADMIN_TOKEN, store_settled
 from tests.emulators.telegram_api import BotMessage, TelegramEmulator
 from tests.engine_process import EngineProcess

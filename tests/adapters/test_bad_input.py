@@ -326,7 +326,7 @@ def _parley_chat(
     env = {**base_env(where), "ENGINE_URLS": engine.url, "PYTHONIOENCODING": "utf-8:strict"}
     with (where / "stdin").open("rb") as inp:
         return subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "chat", "-n", str(MAX_TOKENS), "--temperature", "0",
+            [sys.executable, "-m", "parley", "chat", "-n", str(MAX_TOKENS), "--temperature", "0",
              *args], stdin=inp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=where, env=env,
         )  # fmt: skip
 

@@ -25,7 +25,7 @@ def parley(
     *args: str, stdin: str, tmp_path: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
+        [sys.executable, "-m", "parley", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -106,7 +106,7 @@ def test_a_service_run_without_tokens_fails_at_once_as_a_configuration_error(
     # nothing and exiting 0 into a restart loop
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "run"], stdin=subprocess.DEVNULL, capture_output=True,
+        [sys.executable, "-m", "parley", "run"], stdin=subprocess.DEVNULL, capture_output=True,
         text=True, cwd=tmp_path, timeout=60, env=base_env(tmp_path),
     )  # fmt: skip
     assert result.returncode == EX_CONFIG == 78
@@ -129,7 +129,7 @@ def test_an_unreachable_default_model_falls_back_to_demo(tmp_path: Path) -> None
     env = {"MODEL": "", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     env_without_model = {k: v for k, v in {**base_env(tmp_path), **env}.items() if k != "MODEL"}
     result = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "chat", "-n", "4"], input="Hello\n",
+        [sys.executable, "-m", "parley", "chat", "-n", "4"], input="Hello\n",
         capture_output=True, text=True, cwd=tmp_path, timeout=180, env=env_without_model,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -157,11 +157,11 @@ def test_no_engine_is_left_behind_after_exit_or_kill(tmp_path: Path) -> None:
     marker = "1088"  # an ENGINE_N_CTX nobody else uses
     env = {**base_env(tmp_path), "ENGINE_N_CTX": marker}
     result = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "chat", "-n", "2"],
+        [sys.executable, "-m", "parley", "chat", "-n", "2"],
         input="Hi\n", capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180,
     )  # fmt: skip
     assert result.returncode == 0 and engines_with(marker) == []
-    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "chat"], stdin=subprocess.PIPE,
+    bot = subprocess.Popen([sys.executable, "-m", "parley", "chat"], stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, cwd=tmp_path, env=env)  # fmt: skip
     deadline = time.monotonic() + 60
     while not engines_with(marker) and time.monotonic() < deadline:

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bot.app import with_default_key
-from bot.engines.spec import parse_engine_spec
+from bot.engines.spec import parse_engine_spec, with_default_key
 from tests.adapters.test_console import base_env, stats
 
 KEY = "sk-parley-test-key-5bd1c0ffee"
@@ -52,7 +51,7 @@ def test_the_bot_starts_its_engine_with_the_key_and_answers_through_it(tmp_path:
     env = {**base_env(tmp_path), "DATABASE_PATH": str(data / "parley.db"), "ENGINE_API_KEY": KEY}
     env["LOG_LEVEL"] = "info"  # the engine's "ready: URL" line, and every request logged
     chat = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "chat", "-n", "4"], stdin=subprocess.PIPE,
+        [sys.executable, "-m", "parley", "chat", "-n", "4"], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
     )  # fmt: skip
     try:

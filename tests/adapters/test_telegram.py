@@ -271,9 +271,9 @@ async def test_a_reply_longer_than_telegram_allows_continues_in_new_messages() -
 
 async def test_a_rejected_token_is_one_clear_error(engine: EngineProcess, tmp_path: Path) -> None:
     from adapters.telegram import TelegramAdapter
-    from bot.app import Parley
     from bot.errors import ParleyError
     from bot.settings import load_settings
+    from parley.app import Parley
 
     async with TelegramEmulator() as emu:
         settings = load_settings(
@@ -301,7 +301,7 @@ async def test_parley_run_answers_on_telegram_and_stops_cleanly_on_sigterm(
             "MAX_TOKENS": "8",
         }
         bot = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "run", cwd=tmp_path, env=env,
+            sys.executable, "-m", "parley", "run", cwd=tmp_path, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import SHUTDOWN_GRACE
 from bot.chat.resume import TOO_OLD
 from bot.chat.service import PAUSED
+from parley.app import SHUTDOWN_GRACE
 from tests.adapters.bot_process import folded, kill_bot, start_bot, stop_bot
 from tests.adapters.telegram_harness import ALICE, is_final, plain
 from tests.adapters.test_console import base_env

@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.app import serve_metrics
 from bot.http_guard import MAX_CONNECTIONS, REQUEST_TIMEOUT, ConnectionGuard, serve_guarded
+from parley.app import serve_metrics
 
 IDLE_SOCKETS = 300  # well past MAX_CONNECTIONS, well under any fd limit
 SLACK = 3.0  # seconds a busy machine may add to a timeout

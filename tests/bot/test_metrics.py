@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.app import Parley
 from bot.metrics import Registry
 from bot.settings import load_settings
+from parley.app import Parley
 from tests.adapters.discord_harness import serve
 from tests.adapters.telegram_harness import ALICE, BOB, telegram_bot
 from tests.emulators.scripted_engine import ScriptedEngine

@@ -154,7 +154,7 @@ def test_an_engine_url_with_a_password_stays_out_of_the_startup_error(tmp_path: 
     env = {**base_env(tmp_path), "ENGINE_URLS": f"http://parley:hunter2@127.0.0.1:{port}",
            "TELEGRAM_TOKEN": TELEGRAM, "ADMIN_TOKEN": ADMIN, "LOG_LEVEL": "debug"}  # fmt: skip
     result = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "run"], capture_output=True, text=True, env=env,
+        [sys.executable, "-m", "parley", "run"], capture_output=True, text=True, env=env,
         cwd=tmp_path, timeout=120,
     )  # fmt: skip
     assert result.returncode == 1
@@ -169,7 +169,7 @@ def test_an_engine_url_with_a_password_stays_out_of_the_startup_error(tmp_path: 
 async def parley(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[int, str]:
     """A `parley` command to its end: exit code and stdout + stderr."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", *args, cwd=tmp_path, env=env,
+        sys.executable, "-m", "parley", *args, cwd=tmp_path, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
@@ -233,7 +233,7 @@ async def test_a_debug_run_answering_on_both_platforms_never_shows_a_secret(
     ):
         env = bot_env(tmp_path, telegram, discord)
         bot = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "run", cwd=tmp_path, env=env,
+            sys.executable, "-m", "parley", "run", cwd=tmp_path, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert bot.stdout is not None and bot.stderr is not None

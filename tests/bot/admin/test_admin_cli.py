@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import Parley
 from bot.chat.service import ChatService
 from bot.settings import load_settings
 from engine.download import demo_model_path
+from parley.app import Parley
 from tests.bot.chat.test_service import Recorder, say
 from tests.bot.models.test_gguf_info import write_gguf
 from tests.conftest import store_settled
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.model
 async def admin(tmp_path: Path, *args: str, stdin: str = "", **env: str) -> tuple[int, str, str]:
     base = {k: v for k, v in os.environ.items() if k != "ADMIN_TOKEN"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "admin", *args, cwd=tmp_path,
+        sys.executable, "-m", "parley", "admin", *args, cwd=tmp_path,
         env={**base, "PYTHONPATH": str(ROOT), "DATABASE_PATH": str(tmp_path / "bot.db"),
              "MODELS_DIR": str(tmp_path / "models"), **env},
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,

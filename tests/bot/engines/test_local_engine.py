@@ -14,10 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.app import Parley
 from bot.chat.service import ENGINE_LOST, ChatService
 from bot.engines.local import LocalEngine
 from bot.settings import Settings, load_settings
+from parley.app import Parley
 from tests.bot.chat.test_service import Recorder, say
 from tests.conftest import store_settled
 

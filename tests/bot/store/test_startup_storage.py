@@ -48,7 +48,7 @@ def parley_run(database: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
         ENGINE_URLS=closed, ENGINE_START_TIMEOUT="1", LOG_LEVEL="warning",
     )  # fmt: skip
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "run"], stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "parley", "run"], stdin=subprocess.DEVNULL,
         capture_output=True, text=True, cwd=cwd, env=env, timeout=120,
     )  # fmt: skip
 

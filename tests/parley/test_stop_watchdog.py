@@ -8,14 +8,14 @@ import sys
 import textwrap
 import time
 
-from bot.stop_watchdog import EXIT_STUCK
+from parley.stop_watchdog import EXIT_STUCK
 from tests.engine_process import ROOT
 
 
 def run(body: str) -> tuple[int, str, float]:
     """``body`` (inside ``async def main``) run in a fresh interpreter: exit code, stderr,
     seconds taken."""
-    script = "import asyncio, time\nfrom bot.stop_watchdog import StopWatchdog\n\n" + body
+    script = "import asyncio, time\nfrom parley.stop_watchdog import StopWatchdog\n\n" + body
     began = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60

@@ -13,17 +13,16 @@ import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
-from pydantic import SecretStr
 
 from bot import redact
-from bot.admin.api import serve_admin, token_path
+from bot.admin.api import admin_socket_path, serve_admin, token_path
 from bot.chat.limits import UserLimits
 from bot.chat.resume import resume_jobs
 from bot.chat.service import ChatService
@@ -31,20 +30,20 @@ from bot.chat.service_calls import MODEL_KEY
 from bot.engines.client import EngineClient, Sampling
 from bot.engines.local import LocalEngine
 from bot.engines.pool import KEEPALIVE_SECONDS, Engine, EnginePool
-from bot.engines.spec import EngineSpec, parse_engine_spec
+from bot.engines.spec import EngineSpec, parse_engine_spec, with_default_key
 from bot.errors import ModelUnavailable
 from bot.http_guard import ConnectionGuard, GuardedServer, serve_guarded
 from bot.incoming import ReplySink
 from bot.metrics import create_metrics_app, labelled
 from bot.settings import DEMO_MODEL, Settings
-from bot.stop_watchdog import StopWatchdog
 from bot.store import admin_queries as store_admin
 from bot.store.database import Store
+from parley.stop_watchdog import StopWatchdog
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0  # seconds running answers get to finish when the bot is stopped
-# seconds after which a stop that has not finished ends the process (bot/stop_watchdog.py):
+# seconds after which a stop that has not finished ends the process (parley/stop_watchdog.py):
 # past the sum of its graces (answers, final texts, the engine's), under a service manager's
 STOP_DEADLINE = 40.0
 
@@ -275,26 +274,12 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def with_default_key(spec: EngineSpec, key: SecretStr | None) -> EngineSpec:
-    """An ENGINE_URLS entry with ENGINE_API_KEY as its key unless it names its own."""
-    if spec.api_key is not None or key is None:
-        return spec
-    return replace(spec, api_key=key.get_secret_value())
-
-
 def admin_keys(settings: Settings) -> frozenset[str]:
     """The platforms' admins, as the service names people ("platform:id")."""
     return frozenset(
         [f"telegram:{i}" for i in settings.telegram_admin_ids]
         + [f"discord:{i}" for i in settings.discord_admin_ids]
     )
-
-
-def admin_socket_path(settings: Settings) -> Path:
-    """ADMIN_SOCKET, or admin.sock beside the database."""
-    if settings.admin_socket is not None:
-        return settings.admin_socket.expanduser()
-    return settings.database_path.expanduser().parent / "admin.sock"
 
 
 class PlatformAdapter(Protocol):

@@ -10,8 +10,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.app import Parley
 from bot.settings import load_settings
+from parley.app import Parley
 from tests.engine_process import EngineProcess
 
 pytestmark = pytest.mark.model

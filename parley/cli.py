@@ -92,9 +92,9 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
 async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
     from adapters.console import PLATFORM as CONSOLE
     from adapters.console import Console
-    from bot.app import Parley, SessionOverrides, run_platforms, sampling_from
     from bot.chat.resume import resume_jobs
     from bot.settings import load_settings
+    from parley.app import Parley, SessionOverrides, run_platforms, sampling_from
 
     overrides_given = {
         key: value
@@ -149,6 +149,3 @@ def _no_input() -> bool:
         return True
     return stat.S_ISCHR(here.st_mode) and here.st_rdev == null.st_rdev
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bot.cli import run_loop
+from parley.cli import run_loop
 
 
 def test_the_bot_runs_on_uvloop_where_it_is_installed() -> None:
