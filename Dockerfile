@@ -32,6 +32,7 @@ ARG EXTRAS=demo
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY parley/ parley/
+COPY common/ common/
 COPY bot/ bot/
 COPY engine/ engine/
 COPY adapters/ adapters/

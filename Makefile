@@ -33,10 +33,10 @@ model: install
 	$(BIN)/python -c "from engine.download import demo_model_path; print('demo model:', demo_model_path())"
 
 lint: install
-	$(BIN)/ruff check parley bot adapters engine tests bench
+	$(BIN)/ruff check parley common bot adapters engine tests bench
 
 typecheck: install
-	$(BIN)/mypy parley bot adapters engine
+	$(BIN)/mypy parley common bot adapters engine
 
 pytest: install model
 	$(BIN)/pytest -q

@@ -115,7 +115,7 @@ class AiohttpRequest(BaseRequest):
             raise TimedOut from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
-        log.debug("%s %s: %d", method, url, response.status)  # the token is masked (bot/redact.py)
+        log.debug("%s %s: %d", method, url, response.status)  # token masked: common/redact.py
         return response.status, body
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from bot.engines.client import Usage
-from bot.log_context import new_request_id
+from common.log_context import new_request_id
 
 State = Literal["done", "stopped", "error"]
 

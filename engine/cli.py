@@ -20,11 +20,13 @@ from typing import Any
 
 from aiohttp import web
 
+from common import log_context, redact
+from common.log_context import FORMATS
 from engine.download import resolve_model_path
 from engine.errors import EngineError, ModelUnavailableError
 from engine.kv_placement import CACHE_REUSE
 from engine.llama_backend import ContextConfig
-from engine.log_context import FORMATS, REQUEST_ID_FILTER, QuietAccessLogger, formatter
+from engine.log_context import QuietAccessLogger
 from engine.model import read_gguf_header
 from engine.runtime import EngineConfig, EngineRuntime
 from engine.server import create_app
@@ -234,56 +236,14 @@ async def serve(
         runtime.stop()
 
 
-SECRET_VARIABLES = ("ADMIN_TOKEN", "ENGINE_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-
-
-class SecretFilter(logging.Filter):
-    """Masks the engine's secrets (ADMIN_TOKEN, ENGINE_API_KEY, the Hugging Face token) in
-    every log record.
-
-    The bot has its own (bot/redact.py); the engine imports nothing from the bot, and needs
-    only exact values: it never logs platform URLs.
-    """
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        super().__init__()
-        found = {environ.get(name, "").strip() for name in SECRET_VARIABLES}
-        # Like the bot's: a value under 8 characters is a word, not a token; masking it would
-        # mangle every line that has the word.
-        self.secrets = sorted((s for s in found if len(s) >= 8), key=len, reverse=True)
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:
-            message = f"{record.msg} {record.args!r}"
-        record.msg, record.args = self.redact(message), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
-        return True
-
-
 def setup_logging(
     level: str, environ: Mapping[str, str] = os.environ, log_format: str = "text"
-) -> SecretFilter:
+) -> redact.Redactor:
     """Log to stderr (the bot copies it to engine.log) as text or JSON lines, with request
-    ids, and secrets masked on every handler."""
-    secrets = SecretFilter(environ)
-    handler = logging.StreamHandler()
-    handler.setFormatter(formatter(log_format, secrets.redact))
-    logging.basicConfig(level=level.upper(), handlers=[handler])
-    for each in [*logging.getLogger().handlers, logging.lastResort]:
-        if each is not None:
-            each.addFilter(secrets)
-            each.addFilter(REQUEST_ID_FILTER)
-    return secrets
+    ids, and secrets masked on every handler (common/redact.py: the values of ADMIN_TOKEN,
+    ENGINE_API_KEY and the Hugging Face token in ``environ``, and the shapes of tokens)."""
+    log_context.setup_logging(level, log_format, redact.redact)
+    return redact.install(redact.environment_secrets(environ))
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:

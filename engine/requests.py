@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.log_context import current_request_id
+from common.log_context import current_request_id
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
-from bot import redact
 from bot.admin.api import admin_socket_path, serve_admin, token_path
 from bot.chat.limits import UserLimits
 from bot.chat.resume import resume_jobs
@@ -38,6 +37,7 @@ from bot.metrics import create_metrics_app, labelled
 from bot.settings import DEMO_MODEL, Settings
 from bot.store import admin_queries as store_admin
 from bot.store.database import Store
+from common import redact
 from parley.stop_watchdog import StopWatchdog
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-from bot import log_context, redact
 from bot.errors import EX_CONFIG, ConfigError, ParleyError
+from common import log_context, redact
 
 T = TypeVar("T")
 

@@ -19,12 +19,12 @@ from aiohttp import web
 from bot.chat.service import ChatService
 from bot.errors import ConfigError, ParleyError
 from bot.models.catalog import local_models
-from bot.redact import redact
 from bot.settings import Settings
 from bot.store import admin_queries as store_admin
 from bot.store.backup import backup_database
 from bot.store.faults import storage_fault
 from bot.store.private_files import make_private_folder
+from common.redact import redact
 
 SERVICE = web.AppKey("service", ChatService)
 TOKEN = web.AppKey("token", str)

@@ -17,8 +17,8 @@ from typing import Any
 
 import aiohttp
 
-from bot import redact
 from bot.errors import ParleyError
+from common import redact
 
 EXAMPLES = {
     "status": "parley admin status --json",

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bot.chat.access import user_key
 from bot.chat.context_fit import fit_conversation
 from bot.chat.deliveries import Deliveries, show_positions
 from bot.chat.limits import UserLimits
@@ -28,12 +29,11 @@ from bot.chat.prompt_sizes import PromptSizes
 from bot.chat.queue import FairQueue, QueuedJob
 from bot.chat.service_calls import SYSTEM_PROMPT_KEY, ServiceCalls
 from bot.chat.streaming import stream_answer
-from bot.chat.work import JOB_STATUS, WorkItem, describe, measure, reply_of, user_key
+from bot.chat.work import JOB_STATUS, WorkItem, describe, measure, reply_of
 from bot.engines.client import Sampling
 from bot.engines.pool import Engine, EnginePool
 from bot.errors import EngineUnavailable, ParleyError, QueueFull
 from bot.incoming import Incoming, Outcome, text_problem
-from bot.log_context import request_id_bound
 from bot.metrics import METRICS, TokenRate
 from bot.store.database import Store
 from bot.store.faults import StorageHealth
@@ -45,6 +45,7 @@ from bot.store.jobs import (
     requeue_job,
     set_reply_ref,
 )
+from common.log_context import request_id_bound
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ class ChatService(ServiceCalls):
             refusal = str(exc)
         if refusal is not None:
             METRICS.count("parley_messages_refused_total", platform=incoming.platform)
-            if not await self.store.is_banned(incoming.platform, incoming.user_id):
+            if not await self.is_banned(incoming.platform, incoming.user_id):
                 await incoming.reply.notice(refusal)
             return
         starts_now = not self.queue and self._beginning < self.engines.room()

@@ -18,7 +18,7 @@ import aiohttp
 
 from bot.chat.context_fit import estimate_tokens
 from bot.errors import EngineRequestError, EngineUnavailable
-from bot.log_context import current_request_id
+from common.log_context import current_request_id
 
 log = logging.getLogger(__name__)
 

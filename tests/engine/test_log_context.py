@@ -17,14 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import SecretFilter, build_parser
-from engine.log_context import (
-    REQUEST_ID,
-    REQUEST_ID_FILTER,
-    JsonFormatter,
-    TextFormatter,
-    valid_request_id,
-)
+from common.log_context import REQUEST_ID, REQUEST_ID_FILTER, JsonFormatter, TextFormatter
+from common.redact import Redactor
+from engine.cli import build_parser
+from engine.log_context import valid_request_id
 from engine.requests import GenerationRequest, SamplingParams
 from tests.engine.fuzz_engine import Engine, serve_engine, user
 from tests.engine_process import ROOT
@@ -161,7 +157,8 @@ def test_the_scheduler_logs_under_the_id_a_request_was_prepared_with() -> None:
 
 
 def test_json_lines_mask_the_engines_secrets() -> None:
-    secrets = SecretFilter({"ADMIN_TOKEN": ADMIN})
+    secrets = Redactor()  # what the engine's setup_logging installs for ADMIN_TOKEN
+    secrets.add(ADMIN)
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter(secrets.redact))

@@ -19,7 +19,8 @@ import pytest
 
 from bot.errors import ConfigError
 from bot.incoming import Incoming
-from bot.log_context import (
+from bot.settings import load_settings
+from common.log_context import (
     REQUEST_ID_FILTER,
     JsonFormatter,
     TextFormatter,
@@ -29,8 +30,7 @@ from bot.log_context import (
     request_id_bound,
     reset_request_id,
 )
-from bot.redact import MASK, Redactor
-from bot.settings import load_settings
+from common.redact import MASK, Redactor
 from tests.engine_process import ROOT
 
 TOKEN = "424242:AAEsecretTelegramTokenValue_x"
@@ -177,7 +177,7 @@ def test_parley_logs_json_lines_with_request_ids_and_secrets_masked(tmp_path: Pa
     """The set-up ``parley run`` does: the JSON handler first, then ``redact.install``."""
     code = (
         "import logging, os\n"
-        "from bot import log_context, redact\n"
+        "from common import log_context, redact\n"
         "redact.install()\n"
         "log_context.setup_logging('info', 'json', redact.redact)\n"
         "redact.install([os.environ['SECRET']])\n"

@@ -5,8 +5,8 @@ and the worker to the engine (the ``X-Request-Id`` header), so one grep finds ev
 about it in the bot's and the engine's logs. The id lives in a ``ContextVar``: asyncio tasks
 and ``asyncio.to_thread`` copy it, so code that logs needs no id parameter.
 
-The engine has its own copy of this module (``engine/log_context.py``): it imports nothing
-from the bot.
+Both processes use this module (the bot's ``parley run``, the engine's ``parley engine``);
+the engine adds its HTTP side (``engine/log_context.py``: the header, the access log).
 """
 
 from __future__ import annotations
