@@ -14,10 +14,10 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from bot.chat.access import OPERATOR_PLATFORMS, user_key
 from bot.store.database import Store
 
 WINDOW = 60.0  # seconds: the rate limit counts messages over the last minute
-UNLIMITED_PLATFORMS = frozenset({"console"})  # the terminal's one user is the operator
 
 _TOKENS_TODAY = """
 SELECT COALESCE(SUM(COALESCE(j.prompt_tokens, 0) + COALESCE(j.completion_tokens, 0)), 0)
@@ -35,7 +35,7 @@ class UserLimits:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        """``exempt``: "platform:user_id" keys (admins) that no limit applies to."""
+        """``exempt``: user keys (bot/chat/access.py: admins) that no limit applies to."""
         self.per_minute = per_minute
         self.daily_tokens = daily_tokens
         self.exempt = exempt
@@ -45,8 +45,8 @@ class UserLimits:
 
     async def refusal(self, store: Store, platform: str, user_id: str) -> str | None:
         """Why this user may not send a message now (counting it if they may), or None."""
-        key = f"{platform}:{user_id}"
-        if key in self.exempt or platform in UNLIMITED_PLATFORMS:
+        key = user_key(platform, user_id)
+        if key in self.exempt or platform in OPERATOR_PLATFORMS:
             return None
         if self.daily_tokens:
             now = self._now()

@@ -7,6 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from bot.chat.access import user_key
 from bot.chat.queue import QueuedJob
 from bot.errors import ParleyError
 from bot.incoming import Incoming, Outcome, State
@@ -42,7 +43,7 @@ class WorkItem:
 
     @property
     def key(self) -> str:
-        """Whose job it is, for fairness and limits."""
+        """Whose job it is: fairness and limits are per person, across all their chats."""
         return user_key(self.incoming.platform, self.incoming.user_id)
 
 
@@ -66,11 +67,6 @@ def reply_of(item: WorkItem, outcome: Outcome) -> Reply | None:
         (outcome.usage.completion_tokens or None) if outcome.usage else None,
         ttft if usage else None,
     )  # fmt: skip
-
-
-def user_key(platform: str, user_id: str) -> str:
-    """Fairness and limits are per person, across all the chats they talk in."""
-    return f"{platform}:{user_id}"
 
 
 def job_rows(
