@@ -23,7 +23,7 @@ import asyncio
 import errno
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,12 +49,14 @@ from bot.store.rows import (
     check_choice,
     insert_job,
     insert_message,
+    is_banned,
     job_from_row,
     message_from_row,
     new_conversation,
     now_iso,
     update_job,
     upsert_user,
+    user_setting,
 )
 
 __all__ = [
@@ -237,10 +239,7 @@ class Store:
                 )
 
     async def get_user_setting(self, user_id: int, key: str) -> str | None:
-        rows = await self.query(
-            "SELECT value FROM user_settings WHERE user_id = ? AND key = ?", (user_id, key)
-        )
-        return str(rows[0][0]) if rows else None
+        return await self._read(lambda db: user_setting(db, user_id, key))
 
     async def set_user_setting(self, user_id: int, key: str, value: str | None) -> None:
         """Set a per-user setting (e.g. the user's system prompt); None deletes it."""
@@ -276,11 +275,7 @@ class Store:
             return cursor.rowcount > 0
 
     async def is_banned(self, platform: str, platform_user_id: str) -> bool:
-        rows = await self.query(
-            "SELECT 1 FROM bans WHERE platform = ? AND platform_user_id = ?",
-            (platform, platform_user_id),
-        )
-        return bool(rows)
+        return await self._read(lambda db: is_banned(db, platform, platform_user_id))
 
     # ---- plumbing (also used by bot/store/admin_queries.py) -------------------------------------
 
@@ -308,6 +303,15 @@ class Store:
     async def query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         async with self._lock:
             return list(await self._db.execute_fetchall(sql, params))
+
+    async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """``read`` (a statement of bot/store/rows.py) on aiosqlite's thread: one round trip,
+        as ``query`` takes."""
+        connection = self._db._conn
+        # aiosqlite's one way to run a function on its thread (bot/store/batch.py uses it too)
+        run_on_thread: Callable[[Callable[[], T]], Awaitable[T]] = self._db._execute
+        async with self._lock:
+            return await run_on_thread(lambda: read(connection))
 
 
 def _create_private(path: Path) -> None:

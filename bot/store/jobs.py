@@ -33,10 +33,12 @@ from bot.store.rows import (
     active_conversation,
     insert_job,
     insert_message,
+    is_banned,
     job_from_row,
     message_from_row,
     update_job,
     upsert_user,
+    user_setting,
 )
 
 
@@ -82,11 +84,7 @@ async def accept_message(
     when it starts, its history read then)."""
 
     def accept(db: sqlite3.Connection) -> Accepted | None:
-        banned = db.execute(
-            "SELECT 1 FROM bans WHERE platform = ? AND platform_user_id = ?",
-            (platform, platform_user_id),
-        ).fetchone()
-        if banned:
+        if is_banned(db, platform, platform_user_id):
             return None
         user = upsert_user(db, platform, platform_user_id, name)
         conversation = active_conversation(db, user, chat_id)
@@ -117,10 +115,7 @@ def _prompt_of(db: sqlite3.Connection, job: Job, setting: str) -> Begun:
     for message_id, role, content in rows:
         history.append(Turn(role, content))
         ids.append(message_id)
-    found = db.execute(
-        "SELECT value FROM user_settings WHERE user_id = ? AND key = ?", (job.user_id, setting)
-    ).fetchone()
-    return Begun(history, ids, None if found is None else str(found[0]))
+    return Begun(history, ids, user_setting(db, job.user_id, setting))
 
 
 async def finish_job(

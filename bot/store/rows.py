@@ -1,8 +1,9 @@
-"""The store's rows as frozen dataclasses, and the statements that write them.
+"""The store's rows as frozen dataclasses, and the statements that write and read them.
 
 The statements are plain functions on a ``sqlite3.Connection``, for ``Store.atomic``: a whole
 transaction of them costs one round trip to aiosqlite's thread (bot/store/database.py,
-bot/store/jobs.py).
+bot/store/jobs.py). Each is written once here; the store's methods and the message path both
+use it.
 """
 
 from __future__ import annotations
@@ -170,6 +171,22 @@ def update_job(
     )
     if cursor.rowcount == 0:
         raise KeyError(f"no job with id {job_id}")
+
+
+def is_banned(db: sqlite3.Connection, platform: str, platform_user_id: str) -> bool:
+    found = db.execute(
+        "SELECT 1 FROM bans WHERE platform = ? AND platform_user_id = ?",
+        (platform, platform_user_id),
+    ).fetchone()
+    return found is not None
+
+
+def user_setting(db: sqlite3.Connection, user_id: int, key: str) -> str | None:
+    """The user's setting ``key`` (e.g. their system prompt); None if unset."""
+    found = db.execute(
+        "SELECT value FROM user_settings WHERE user_id = ? AND key = ?", (user_id, key)
+    ).fetchone()
+    return None if found is None else str(found[0])
 
 
 def message_from_row(row: Any) -> Message:
