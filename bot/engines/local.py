@@ -1,6 +1,8 @@
 """Start and stop the local engine process the bot uses when ENGINE_URLS is empty.
 
-The engine runs as ``python -m engine --port 0``; it prints ``listening on URL`` once bound,
+The engine runs as ``python -P -m engine --port 0``, with Parley's own folder first on its path
+and the working directory not on it: a folder there named ``engine/`` cannot run in its place
+(issue 29). It prints ``listening on URL`` once bound,
 and ``/health`` turns ``ok`` when the model is loaded. On Linux the child is asked to die
 with its parent (PR_SET_PDEATHSIG), so even a ``kill -9`` of the bot leaves no orphan engine,
 and runs in a session of its own: a terminal's Ctrl-C (SIGINT to the whole foreground group)
@@ -36,6 +38,8 @@ from bot.store.private_files import make_private_folder
 
 log = logging.getLogger(__name__)
 
+# The folder holding Parley's packages (bot/ and engine/ side by side), installed or a checkout.
+PACKAGES_ROOT = Path(__file__).resolve().parents[2]
 EXIT_MODEL_UNAVAILABLE = 3  # the engine's exit code when the model cannot be downloaded
 HEALTH_EVERY = 0.5  # seconds between liveness checks
 HUNG_AFTER = 6.0  # seconds without a /health answer before a live process counts as hung
@@ -99,11 +103,11 @@ class LocalEngine:
     async def _launch(self, client: EngineClient) -> None:
         make_private_folder(self.log_path.parent)
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "engine", "--port", "0", *self.args,
+            *engine_command(), "--port", "0", *self.args,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **self.env},
+            env=engine_environment({**os.environ, **self.env}),
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             start_new_session=True,  # Ctrl-C in a terminal signals the bot, which stops it
         )  # fmt: skip
@@ -202,3 +206,15 @@ class LocalEngine:
         if self._proc.returncode == EXIT_MODEL_UNAVAILABLE:
             return ModelUnavailable(reason)
         return EngineUnavailable(f"the engine failed to start: {reason}")
+
+
+def engine_command() -> list[str]:
+    """``python -P -m engine``: -P keeps the working directory off the engine's path."""
+    return [sys.executable, "-P", "-m", "engine"]
+
+
+def engine_environment(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` with Parley's own folder first on PYTHONPATH, so the engine found is
+    Parley's even if another path entry holds a package named ``engine``."""
+    rest = [entry for entry in environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    return {**environ, "PYTHONPATH": os.pathsep.join([str(PACKAGES_ROOT), *rest])}

@@ -48,6 +48,21 @@ def stats(output: str) -> list[tuple[int, int, int]]:
     return [tuple(map(int, m.groups())) for m in STATS.finditer(output)]  # type: ignore[misc]
 
 
+def test_a_folder_named_engine_in_the_working_directory_cannot_replace_parleys(
+    tmp_path: Path,
+) -> None:
+    """The bot starts its engine with ``python -m engine``; from a folder holding a hostile
+    ``engine/__main__.py`` that module must not run (issue 29)."""
+    hostile = tmp_path / "engine"
+    hostile.mkdir()
+    (hostile / "__init__.py").write_text("")
+    ran = tmp_path / "hostile-ran"
+    (hostile / "__main__.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+    result = parley("chat", "-n", "4", stdin="Hello\n", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(stats(result.stdout)) == 1 and not ran.exists()
+
+
 def test_piped_chat_answers_prints_speeds_and_remembers_the_first_turn(tmp_path: Path) -> None:
     result = parley("chat", "-n", "16", "--temperature", "0", stdin="Hello there\nAnd again\n",
                     tmp_path=tmp_path)  # fmt: skip
