@@ -30,7 +30,7 @@ RUN apt-get update \
 ARG CMAKE_ARGS="-DGGML_NATIVE=OFF"
 ARG EXTRAS=demo
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY parley/ parley/
 COPY common/ common/
 COPY bot/ bot/

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from common import log_context, redact
 from common.log_context import FORMATS
+from common.version import parley_version
 from engine.download import resolve_model_path
 from engine.errors import EngineError, ModelUnavailableError
 from engine.kv_placement import CACHE_REUSE
@@ -44,6 +45,7 @@ def build_parser(prog: str = "parley engine") -> argparse.ArgumentParser:
         description="Serve a GGUF model with continuous batching over an OpenAI-compatible API.",
         epilog="example: parley engine --model demo --port 8080 --parallel 8",
     )
+    p.add_argument("-V", "--version", action="version", version=f"%(prog)s {parley_version()}")
     p.add_argument(
         "--model",
         default=os.environ.get("MODEL", "demo"),

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from bot.errors import EX_CONFIG, ConfigError, ParleyError
 from common import log_context, redact
+from common.version import parley_version
 
 T = TypeVar("T")
 
@@ -27,7 +28,7 @@ commands:
   engine    serve a GGUF model over the OpenAI-compatible HTTP API
   admin     manage the running bot: status, models, queue, users, history, stats
 
-'parley COMMAND --help' explains each one.
+'parley COMMAND --help' explains each one; 'parley --version' names the version.
 """
 
 
@@ -56,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(USAGE, end="")
         return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        print(f"parley {parley_version()}")
+        return 0
     command, rest = args[0], args[1:]
     if command == "engine":
         from engine.cli import main as engine_main
