@@ -37,12 +37,12 @@ COPY bot/ bot/
 COPY engine/ engine/
 COPY adapters/ adapters/
 COPY migrations/ migrations/
+COPY contrib/llama-cflags.sh contrib/
 # The pip cache keeps the compiled llama-cpp-python wheel (~10 min on 2 cores) across builds.
-# On x86-64, llama.cpp's AMX kernels are left out as the Makefile does: with GGML_NATIVE=ON
-# on a CPU that reports AMX they crash on the first decode (ggml-org/llama.cpp#20824).
-ARG NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+# Compiled with contrib/llama-cflags.sh's flags, as the Makefile does (on x86-64: no AMX kernels,
+# which crash on the first decode on a CPU that reports AMX, ggml-org/llama.cpp#20824).
 RUN --mount=type=cache,target=/root/.cache/pip \
-    flags=""; if [ "$(uname -m)" = x86_64 ]; then flags="${NO_AMX}"; fi; \
+    flags="$(sh contrib/llama-cflags.sh)"; \
     CFLAGS="${flags}" CXXFLAGS="${flags}" CMAKE_ARGS="${CMAKE_ARGS}" \
         pip wheel --wheel-dir /wheels ".${EXTRAS:+[${EXTRAS}]}"
 
@@ -78,12 +78,16 @@ ENV PATH=/opt/venv/bin:$PATH \
     MODELS_DIR=/data/models \
     HF_HOME=/data/hf \
     METRICS_HOST=0.0.0.0 \
-    METRICS_PORT=9464
+    METRICS_PORT=9464 \
+    PARLEY_ON_CONFIG_ERROR=wait
 VOLUME ["/data"]
 WORKDIR /data
 USER 10001:10001
 EXPOSE 9464
 
+# PARLEY_ON_CONFIG_ERROR=wait: a configuration error (exit 78: a rejected or missing token, invalid
+# settings, unusable storage) is said once and the container waits, unhealthy, for a stop,
+# instead of `restart: unless-stopped` starting it into the same error for ever.
 # Liveness: /healthz answers while the process lives (bot/metrics.py), from before the engine
 # has loaded (or downloaded) its model; /healthz?ready=1 would be 503 until it serves.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=1m --retries=3 \

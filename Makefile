@@ -8,11 +8,11 @@ STAMP  := $(VENV)/.installed-dev
 
 # llama-cpp-python compiles llama.cpp from source (~10 min on 2 cores), once per set of build
 # flags: the wheel is kept in $(WHEELS) and every later venv or fresh clone (CI too) reuses it.
-# On x86-64, llama.cpp's AMX kernels are left out: on CPUs that report AMX (this project's
-# machines do) the first decode dies with SIGSEGV in ggml_backend_amx_mul_mat
-# (ggml-org/llama.cpp#20824); AVX-512 and VNNI stay. CMAKE_ARGS (e.g. -DGGML_CUDA=on) is passed on.
+# The flags come from contrib/llama-cflags.sh (on x86-64: llama.cpp's AMX kernels left out, they
+# crash on CPUs that report AMX), as in the Dockerfiles and the systemd install. CMAKE_ARGS
+# (e.g. -DGGML_CUDA=on) is passed on.
 LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' pyproject.toml)
-LLAMA_CFLAGS  ?= $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
+LLAMA_CFLAGS  ?= $(shell sh contrib/llama-cflags.sh)
 WHEELS        ?= $(HOME)/.cache/parley/wheels/$(shell echo '$(LLAMA_CFLAGS) $(CMAKE_ARGS)' | md5sum | cut -c1-12)
 LLAMA_WHEEL    = $(firstword $(wildcard $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import stat
 import sys
 from collections.abc import Coroutine, Sequence
@@ -74,10 +75,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return run_loop(_chat_or_run(command, options))
         except ParleyError as exc:
-            print(f"parley: {redact.redact(str(exc))}", file=sys.stderr)
-            return EX_CONFIG if isinstance(exc, ConfigError) else 1
+            print(f"parley: {redact.redact(str(exc))}", file=sys.stderr, flush=True)
+            if not isinstance(exc, ConfigError):
+                return 1
+            hold_after_config_error()
+            return EX_CONFIG
     print(f"parley: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
     return 2
+
+
+# Set in the Docker image: Docker's `restart: unless-stopped` cannot be told that exit 78 means
+# "fix the settings" (systemd's RestartPreventExitStatus can), and would restart for ever.
+HOLD_VARIABLE = "PARLEY_ON_CONFIG_ERROR"
+
+
+def hold_after_config_error() -> None:
+    """With PARLEY_ON_CONFIG_ERROR=wait, stay up (saying so once) until SIGTERM or SIGINT
+    instead of exiting at once: a container then shows the one line that says what to fix,
+    unhealthy, instead of restarting into the same error for ever."""
+    if os.environ.get(HOLD_VARIABLE, "exit") != "wait":
+        return
+    print(
+        "parley: waiting for a stop: fix the settings, then recreate the container "
+        "(docker compose up -d)",
+        file=sys.stderr, flush=True,
+    )  # fmt: skip
+    signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    signal.sigwait(signals)
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:

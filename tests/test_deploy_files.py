@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ast
 import json
+import platform
 import re
 import shlex
+import subprocess
 import tomllib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -25,6 +27,7 @@ from packaging.specifiers import SpecifierSet
 from bot.errors import EX_CONFIG
 from bot.metrics import create_metrics_app
 from bot.settings import Settings
+from parley.cli import HOLD_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -33,6 +36,8 @@ DATA_SETTINGS = ("DATABASE_PATH", "MODELS_DIR", "HF_HOME")  # what must persist
 # Hugging Face hub's (HF_HOME: where downloaded models are cached), and the home directory
 # (the demo model is assembled into ~/.cache).
 THIRD_PARTY_ENV = frozenset({"PATH", "HOME", "PYTHONUNBUFFERED", "HF_HOME", "HF_TOKEN"})
+# Read by parley/cli.py itself, before (and without) the settings.
+PROCESS_ENV = frozenset({HOLD_VARIABLE})
 # The Python each CUDA base image's Ubuntu ships (Dockerfile.cuda installs python3 from it).
 UBUNTU_PYTHON = {"22.04": "3.10", "24.04": "3.12"}
 
@@ -196,10 +201,10 @@ def dockerfile_problems(text: str, python_of: Callable[[str], str | None]) -> Pr
         problems.append("the builder does not install cmake and a C/C++ compiler")
     if "pip wheel" not in builder_text:
         problems.append("the builder does not build wheels (pip wheel)")
-    if not all(flag in builder_text for flag in makefile_no_amx_flags()) or not re.search(
-        r"\bCXXFLAGS=", builder_text
+    if not re.search(r'flags="\$\(sh contrib/llama-cflags\.sh\)"', builder_text) or not all(
+        re.search(rf'\b{name}="\$\{{flags\}}"', builder_text) for name in ("CFLAGS", "CXXFLAGS")
     ):
-        problems.append("the builder keeps the AMX kernels the Makefile leaves out")
+        problems.append("the builder does not compile with contrib/llama-cflags.sh's flags")
     if re.search(r"\b(build-essential|cmake|gcc|g\+\+)\b", runtime_text):
         problems.append("the runtime stage installs build tools")
     if "--no-index" not in runtime_text or "/wheels" not in runtime_text:
@@ -232,6 +237,8 @@ def dockerfile_problems(text: str, python_of: Callable[[str], str | None]) -> Pr
     problems += data_path_problems("runtime ENV", env, volumes)
     if env.get("METRICS_HOST") != "0.0.0.0":
         problems.append("METRICS_HOST is not 0.0.0.0: the published port would not answer")
+    if env.get(HOLD_VARIABLE) != "wait":
+        problems.append(f"a configuration error (exit {EX_CONFIG}) is restarted for ever")
     if env.get("METRICS_PORT") is None or env["METRICS_PORT"] not in last.get("EXPOSE", ""):
         problems.append("METRICS_PORT is not set or not EXPOSEd")
     if "HEALTHCHECK" not in words:
@@ -253,12 +260,23 @@ def ubuntu_python(image: str) -> str | None:
     return UBUNTU_PYTHON.get(match.group(1)) if match else None
 
 
-def makefile_no_amx_flags() -> list[str]:
-    """The -mno-amx-* flags the Makefile compiles llama.cpp with on x86-64."""
+def test_every_build_of_llama_cpp_uses_the_one_flags_script() -> None:
+    """contrib/llama-cflags.sh leaves out the AMX kernels on x86-64 (they crash on AMX CPUs),
+    and the Makefile, the systemd install (README and the unit's comment) and the Dockerfiles
+    (checked above) take their flags from it."""
+    flags = subprocess.run(
+        ["sh", str(ROOT / "contrib/llama-cflags.sh")], capture_output=True, text=True, check=True
+    ).stdout.split()
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert flags == ["-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16"]
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    flags = re.findall(r"-mno-amx-[a-z0-9]+", makefile)
-    assert flags, "the Makefile no longer leaves out AMX: update this check"
-    return flags
+    rule = r"^LLAMA_CFLAGS\s*\?=\s*\$\(shell sh contrib/llama-cflags\.sh\)"
+    assert re.search(rule, makefile, re.M)
+    install = 'flags=$(sh contrib/llama-cflags.sh)'
+    for name in ("README.md", "contrib/parley.service"):
+        text = (ROOT / name).read_text(encoding="utf-8")
+        assert install in text and 'CFLAGS="$flags" CXXFLAGS="$flags"' in text, name
+    assert "!contrib/llama-cflags.sh" in (ROOT / ".dockerignore").read_text(encoding="utf-8")
 
 
 def cuda_dockerfile_problems(text: str) -> Problems:
@@ -276,7 +294,7 @@ def cuda_dockerfile_problems(text: str) -> Problems:
 
 
 def env_name_problems(where: str, env: dict[str, Any]) -> Problems:
-    known = setting_names() | THIRD_PARTY_ENV
+    known = setting_names() | THIRD_PARTY_ENV | PROCESS_ENV
     return [f"{where}: {name} is no Parley setting" for name in sorted(set(env) - known)]
 
 
@@ -429,9 +447,11 @@ BREAKAGES = [
     ("Dockerfile", 'VOLUME ["/data"]', 'VOLUME ["/srv"]'),
     ("Dockerfile", "METRICS_HOST=0.0.0.0", "METRICS_HOST=127.0.0.1"),
     ("Dockerfile", "EXPOSE 9464", "EXPOSE 8080"),
+    ("Dockerfile", "PARLEY_ON_CONFIG_ERROR=wait", "PARLEY_ON_CONFIG_ERROR=exit"),
+    ("Dockerfile.cuda", " \\\n    PARLEY_ON_CONFIG_ERROR=wait", ""),
     ("Dockerfile", "STOPSIGNAL SIGTERM", "STOPSIGNAL SIGKILL"),
     ("Dockerfile", "build-essential cmake", "build-essential"),
-    ("Dockerfile", '-mno-amx-int8 -mno-amx-bf16"', '-mno-amx-int8"'),
+    ("Dockerfile", 'flags="$(sh contrib/llama-cflags.sh)"', 'flags=""'),
     ("Dockerfile", 'CXXFLAGS="${flags}" ', ""),
     ("Dockerfile.cuda", 'CFLAGS="${flags}" CXXFLAGS="${flags}" ', ""),
     ("Dockerfile", "libgomp1 tini", "libgomp1 tini cmake"),
