@@ -1,4 +1,9 @@
-"""The bot's SQLite store: users, conversations, messages, jobs, settings and bans.
+"""The bot's SQLite store: the connection, users and conversations, settings and bans.
+
+Messages and jobs are written and read by the message path's calls in bot/store/jobs.py
+(accept, begin, finish, resume), the operator's queries are in bot/store/admin_queries.py:
+both through this connection's ``atomic`` and ``query``, with the statements of
+bot/store/rows.py.
 
 One aiosqlite connection in autocommit mode; every write method is atomic and has committed
 before it returns, so "the user's message is stored before the job is queued" holds even if the
@@ -14,7 +19,8 @@ checkpointed on a thread of its own, never by a commit (bot/store/checkpoint.py)
 
 Rows leave as frozen dataclasses. Timestamps are ISO-8601 UTC. Errors: ``ValueError`` for a bad
 role/status or text that is not valid Unicode (a lone surrogate), ``KeyError`` when updating a
-row that does not exist, ``sqlite3.IntegrityError`` when a foreign key points nowhere.
+job that does not exist, ``sqlite3.IntegrityError`` when a foreign key points nowhere; a write
+that raises stores nothing.
 """
 
 from __future__ import annotations
@@ -36,8 +42,6 @@ from bot.store.faults import unusable_store
 from bot.store.migrations import MigrationError, apply_migrations
 from bot.store.private_files import create_private_file, make_private_folder
 from bot.store.rows import (
-    HISTORY_SQL,
-    JOB_SELECT,
     Conversation,
     Job,
     JobStatus,
@@ -45,16 +49,9 @@ from bot.store.rows import (
     MessageStatus,
     Role,
     User,
-    active_conversation,
-    check_choice,
-    insert_job,
-    insert_message,
     is_banned,
-    job_from_row,
-    message_from_row,
     new_conversation,
     now_iso,
-    update_job,
     upsert_user,
     user_setting,
 )
@@ -123,10 +120,6 @@ class Store:
         """Get or create the user; a changed display name is saved."""
         return await self.atomic(lambda db: upsert_user(db, platform, platform_user_id, name))
 
-    async def active_conversation(self, user: User, chat_id: str) -> Conversation:
-        """The user's current conversation in this chat, started if there is none."""
-        return await self.atomic(lambda db: active_conversation(db, user, chat_id))
-
     async def reset_conversation(self, user: User, chat_id: str) -> Conversation:
         """Start a fresh conversation (/reset); the old one and its messages are kept."""
 
@@ -139,86 +132,6 @@ class Store:
             return new_conversation(db, user, chat_id)
 
         return await self.atomic(reset)
-
-    # ---- messages and jobs ------------------------------------------------------------
-
-    async def add_message(
-        self,
-        conversation_id: int,
-        role: Role,
-        content: str,
-        *,
-        status: MessageStatus = "complete",
-        token_count: int | None = None,
-        model: str | None = None,
-    ) -> Message:
-        check_choice(role, Role, "role")
-        check_choice(status, MessageStatus, "message status")
-        values = (conversation_id, role, content, status, token_count, model)
-        return await self.atomic(lambda db: insert_message(db, *values))
-
-    async def update_message(
-        self,
-        message_id: int,
-        *,
-        content: str,
-        status: MessageStatus,
-        token_count: int | None = None,
-        model: str | None = None,
-    ) -> None:
-        """Replace a (streamed) message's text and status; None keeps token_count/model."""
-        check_choice(status, MessageStatus, "message status")
-        async with self.transaction() as db:
-            cursor = await db.execute(
-                "UPDATE messages SET content = ?, status = ?,"
-                " token_count = COALESCE(?, token_count), model = COALESCE(?, model),"
-                " updated_at = ? WHERE id = ?",
-                (content, status, token_count, model, now_iso(), message_id),
-            )
-            if cursor.rowcount == 0:
-                raise KeyError(f"no message with id {message_id}")
-
-    async def history(
-        self, conversation_id: int, *, through_message_id: int | None = None
-    ) -> list[Message]:
-        """The conversation as the model should see it, oldest first.
-
-        All system and user messages; assistant ones only if complete, partial or cancelled and
-        non-empty (failed and pending replies never go back to the model). A job's reply sorts
-        right after the user message it answers. ``through_message_id`` (a user message) stops
-        at that message and its reply: the prompt for that message's job. Two user messages in a
-        row are possible (a reply failed); the caller merges them if its template needs it.
-        """
-        through = through_message_id
-        rows = await self.query(HISTORY_SQL, (conversation_id, through, through))
-        return [message_from_row(row) for row in rows]
-
-    async def add_user_message_with_job(
-        self, conversation_id: int, user_id: int, content: str
-    ) -> tuple[Message, Job]:
-        """Store the user's message and its queued job in one transaction, committed."""
-
-        def add(db: sqlite3.Connection) -> tuple[Message, Job]:
-            message = insert_message(db, conversation_id, "user", content, "complete", None, None)
-            return message, insert_job(db, message, user_id)
-
-        return await self.atomic(add)
-
-    async def set_job_status(
-        self,
-        job_id: int,
-        status: JobStatus,
-        *,
-        reply_message_id: int | None = None,
-        error: str | None = None,
-    ) -> None:
-        """Move a job on; None keeps the stored reply_message_id/error."""
-        check_choice(status, JobStatus, "job status")
-        await self.atomic(lambda db: update_job(db, job_id, status, reply_message_id, error))
-
-    async def job(self, job_id: int) -> Job | None:
-        rows = await self.query(JOB_SELECT + " WHERE j.id = ?", (job_id,))
-        return job_from_row(rows[0]) if rows else None
 
     # ---- settings and bans ------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 The statements are plain functions on a ``sqlite3.Connection``, for ``Store.atomic``: a whole
 transaction of them costs one round trip to aiosqlite's thread (bot/store/database.py,
 bot/store/jobs.py). Each is written once here; the store's methods and the message path both
-use it.
+use it. They raise ``ValueError`` for a bad role or status, ``KeyError`` for a job that does
+not exist, ``sqlite3.IntegrityError`` for a foreign key that points nowhere.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from typing import Any, Literal, get_args
 Role = Literal["system", "user", "assistant"]
 MessageStatus = Literal["complete", "partial", "cancelled", "failed", "pending"]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+# their values, worked out once: every message written checks two
+ROLES: tuple[str, ...] = get_args(Role)
+MESSAGE_STATUSES: tuple[str, ...] = get_args(MessageStatus)
+JOB_STATUSES: tuple[str, ...] = get_args(JobStatus)
 
 
 @dataclass(frozen=True)
@@ -67,10 +72,18 @@ JOB_COLUMNS = (
     "j.id, j.message_id, j.user_id, m.conversation_id, j.status, j.reply_message_id, j.error,"
     " j.created_at"
 )
-JOB_SELECT = f"SELECT {JOB_COLUMNS} FROM jobs j JOIN messages m ON m.id = j.message_id"
-# Assistant replies the model sees again: failed or still-pending ones, and empty ones, are left
-# out. A reply sorts right after the user message its job answered, not by insertion order.
-HISTORY_FROM = """
+# The conversation as the model sees it, oldest first, read for every answer's prompt:
+# (id, role, content) rows. All system and user messages; assistant replies only if complete,
+# partial or cancelled and not empty (failed and still-pending ones never go back to the
+# model). A reply sorts right after the user message its job answered, not by insertion
+# order. Two user messages in a row are possible (a reply failed); the caller merges them if
+# its template needs it. Parameters: the conversation, then a user message twice, to stop at
+# it and its reply (a job's prompt), or None twice for the whole conversation.
+# Read as (id, role, content), not whole messages, and made into prompt turns 2.5x faster:
+# 91 -> 37 us for 27 messages, 632 -> 231 us for 201 (this machine, warm), on the loop every
+# other chat shares.
+PROMPT_SQL = """
+SELECT m.id, m.role, m.content
 FROM messages m LEFT JOIN jobs j ON j.reply_message_id = m.id
 WHERE m.conversation_id = ?
   AND (m.role != 'assistant'
@@ -78,11 +91,6 @@ WHERE m.conversation_id = ?
   AND (? IS NULL OR COALESCE(j.message_id, m.id) <= ?)
 ORDER BY COALESCE(j.message_id, m.id), m.id
 """
-HISTORY_SQL = f"SELECT {MESSAGE_COLUMNS} {HISTORY_FROM}"
-# The same history as the prompt needs it, read for every answer: (id, role, content) rows.
-# Read and made into prompt turns 2.5x faster than as whole messages: 91 -> 37 us for 27
-# messages, 632 -> 231 us for 201 (this machine, warm), on the loop every other chat shares.
-PROMPT_SQL = f"SELECT m.id, m.role, m.content {HISTORY_FROM}"
 
 
 def upsert_user(db: sqlite3.Connection, platform: str, platform_user_id: str, name: str) -> User:
@@ -124,6 +132,8 @@ def insert_message(
     token_count: int | None,
     model: str | None,
 ) -> Message:
+    check_choice(role, ROLES, "role")
+    check_choice(status, MESSAGE_STATUSES, "message status")
     now = now_iso()
     cursor = db.execute(
         "INSERT INTO messages (conversation_id, role, content, token_count, model, status,"
@@ -163,7 +173,7 @@ def update_job(
     reply_message_id: int | None,
     error: str | None,
 ) -> None:
-    check_choice(status, JobStatus, "job status")
+    check_choice(status, JOB_STATUSES, "job status")
     cursor = db.execute(
         "UPDATE jobs SET status = ?, reply_message_id = COALESCE(?, reply_message_id),"
         " error = COALESCE(?, error), updated_at = ? WHERE id = ?",
@@ -201,8 +211,8 @@ def job_from_row(row: Any) -> Job:
     return Job(i, message, user, conversation, status, reply, error, datetime.fromisoformat(at))
 
 
-def check_choice(value: str, allowed: Any, what: str) -> None:
-    choices: tuple[str, ...] = get_args(allowed)
+def check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
+    """ValueError unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
 

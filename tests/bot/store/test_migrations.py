@@ -10,6 +10,7 @@ import aiosqlite
 import pytest
 
 from bot.store.database import Store
+from bot.store.jobs import accept_message
 from bot.store.migrations import (
     MIGRATIONS_DIR,
     MigrationError,
@@ -18,6 +19,7 @@ from bot.store.migrations import (
     discover,
     split_statements,
 )
+from tests.bot.store.reads import contents
 
 REAL = discover()
 TABLES = {"users", "conversations", "messages", "jobs", "settings", "user_settings", "bans"}
@@ -119,9 +121,9 @@ async def test_store_opens_a_database_made_by_the_first_migration(tmp_path: Path
     try:
         user = await store.user("t", "1", "A")
         assert user.id == 1
-        conversation = await store.active_conversation(user, "chat")
-        await store.add_message(conversation.id, "user", "hi")
-        assert [m.content for m in await store.history(conversation.id)] == ["hi"]
+        accepted = await accept_message(store, "t", "1", "A", "chat", "hi")
+        assert accepted is not None and accepted.user == user
+        assert await contents(store, accepted.conversation.id) == ["hi"]
     finally:
         await store.close()
     async with aiosqlite.connect(path) as db:
