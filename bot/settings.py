@@ -16,9 +16,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.engines.spec import parse_engine_spec, split_engine_urls
 from bot.errors import ConfigError
+from common.defaults import (
+    DEFAULT_MODEL,
+    DEMO_MODEL,
+    ENGINE_N_CTX,
+    ENGINE_PARALLEL,
+    KV_CACHE_RAM_MB,
+)
 
-DEFAULT_MODEL = "Qwen/Qwen2.5-1.5B-Instruct-GGUF:qwen2.5-1.5b-instruct-q4_k_m.gguf"
-DEMO_MODEL = "demo"
+__all__ = ["DEFAULT_MODEL", "DEMO_MODEL", "Settings", "load_settings"]
 REPO_SPEC = re.compile(r"^[\w.-]+/[\w.-]+:.+$")
 
 IdList = Annotated[list[int], NoDecode]
@@ -58,12 +64,12 @@ class Settings(BaseSettings):
     # local engine, and sent to ENGINE_URLS entries that carry no ;api_key= of their own.
     # Unset, anyone who can reach the engine's port may use it (loopback by default).
     engine_api_key: SecretStr | None = None
-    engine_n_ctx: int = Field(default=4096, ge=256)
-    engine_parallel: int = Field(default=8, ge=1)
+    engine_n_ctx: int = Field(default=ENGINE_N_CTX, ge=256)
+    engine_parallel: int = Field(default=ENGINE_PARALLEL, ge=1)
     engine_threads: int | None = Field(default=None, ge=1)
     engine_n_gpu_layers: int | None = None
     engine_start_timeout: float = Field(default=600.0, gt=0)
-    kv_cache_ram_mb: int = Field(default=1024, ge=0)  # idle conversations' KV kept in RAM
+    kv_cache_ram_mb: int = Field(default=KV_CACHE_RAM_MB, ge=0)  # idle conversations' KV in RAM
 
     # Queue limits.
     max_pending_per_user: int = Field(default=3, ge=1)

@@ -21,6 +21,14 @@ from typing import Any
 from aiohttp import web
 
 from common import log_context, redact
+from common.defaults import (
+    DEFAULT_MODEL,
+    DEMO_MODEL,
+    ENGINE_N_CTX,
+    ENGINE_PARALLEL,
+    KV_CACHE_RAM_MB,
+)
+from common.environment import ENGINE, THIRD_PARTY, export_dotenv
 from common.log_context import FORMATS
 from common.version import parley_version
 from engine.download import resolve_model_path
@@ -48,9 +56,9 @@ def build_parser(prog: str = "parley engine") -> argparse.ArgumentParser:
     p.add_argument("-V", "--version", action="version", version=f"%(prog)s {parley_version()}")
     p.add_argument(
         "--model",
-        default=os.environ.get("MODEL", "demo"),
-        help="a .gguf path, REPO_ID:FILENAME on the Hugging Face Hub, or 'demo' "
-        "(env MODEL; default demo)",
+        default=os.environ.get("MODEL"),
+        help="a .gguf path, REPO_ID:FILENAME on the Hugging Face Hub, or 'demo' (env MODEL; "
+        f"default the bot's, {DEFAULT_MODEL}, or demo when it cannot be had)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument(
@@ -64,22 +72,30 @@ def build_parser(prog: str = "parley engine") -> argparse.ArgumentParser:
     p.add_argument(
         "--n-ctx",
         type=_positive,
-        default=4096,
-        help="context window per conversation, in tokens (default 4096)",
+        default=os.environ.get("ENGINE_N_CTX", str(ENGINE_N_CTX)),
+        help="context window per conversation, in tokens (env ENGINE_N_CTX; "
+        f"default {ENGINE_N_CTX})",
     )
     p.add_argument(
         "--parallel",
         type=_positive,
-        default=8,
-        help="conversations decoded together (KV sequences, default 8)",
+        default=os.environ.get("ENGINE_PARALLEL", str(ENGINE_PARALLEL)),
+        help="conversations decoded together (KV sequences; env ENGINE_PARALLEL; "
+        f"default {ENGINE_PARALLEL})",
     )
     p.add_argument("--n-batch", type=_positive, default=512, help="tokens per decode (default 512)")
-    p.add_argument("--threads", type=_positive, default=None, help="CPU threads (default: all)")
+    p.add_argument(
+        "--threads",
+        type=_positive,
+        default=os.environ.get("ENGINE_THREADS") or None,
+        help="CPU threads (env ENGINE_THREADS; default: all)",
+    )
     p.add_argument(
         "--n-gpu-layers",
         type=int,
-        default=None,
-        help="layers to offload; default all when the build supports a GPU, else 0",
+        default=os.environ.get("ENGINE_N_GPU_LAYERS") or None,
+        help="layers to offload (env ENGINE_N_GPU_LAYERS); default all when the build "
+        "supports a GPU, else 0",
     )
     p.add_argument(
         "--kv-unified",
@@ -97,9 +113,9 @@ def build_parser(prog: str = "parley engine") -> argparse.ArgumentParser:
     p.add_argument(
         "--kv-cache-ram-mb",
         type=_non_negative,
-        default=int(os.environ.get("KV_CACHE_RAM_MB", "1024")),
+        default=os.environ.get("KV_CACHE_RAM_MB", str(KV_CACHE_RAM_MB)),
         help="RAM for idle conversations' KV, restored on their next turn instead of "
-        "recomputed (env KV_CACHE_RAM_MB; default 1024; 0 turns it off)",
+        f"recomputed (env KV_CACHE_RAM_MB; default {KV_CACHE_RAM_MB}; 0 turns it off)",
     )
     p.add_argument(
         "--cache-reuse",
@@ -260,7 +276,21 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
+def _model_or_demo(given: str | None) -> str:
+    """The model asked for (--model or MODEL), else the bot's default, else (that one not
+    cached and the Hub unreachable) the demo model, said in one line as the bot does."""
+    if given:
+        return given
+    try:
+        resolve_model_path(DEFAULT_MODEL)
+    except ModelUnavailableError as exc:
+        print(f"parley engine: {exc}; using the demo model instead", file=sys.stderr, flush=True)
+        return DEMO_MODEL
+    return DEFAULT_MODEL
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "parley engine") -> int:
+    export_dotenv([*THIRD_PARTY, *ENGINE])  # .env, as the bot reads it; the environment wins
     args = build_parser(prog).parse_args(argv)
     api_key = args.api_key.strip()
     # a key given as --api-key is masked as one from the environment is
@@ -272,6 +302,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "parley engine") -> int:
             "model; set ENGINE_API_KEY", args.host,
         )  # fmt: skip
     try:
+        args.model = _model_or_demo(args.model)
         config = config_from_args(args)
         read_gguf_header(resolve_model_path(config.model))  # fail fast, before binding
         admin_token = os.environ.get("ADMIN_TOKEN", "")

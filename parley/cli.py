@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from bot.errors import EX_CONFIG, ConfigError, ParleyError
 from common import log_context, redact
+from common.environment import export_dotenv
 from common.version import parley_version
 
 T = TypeVar("T")
@@ -55,6 +56,7 @@ def chat_parser(prog: str = "parley chat") -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    export_dotenv()  # HF_TOKEN, HF_HOME, proxies... in .env reach huggingface_hub and the engine
     if not args or args[0] in ("-h", "--help"):
         print(USAGE, end="")
         return 0 if args else 2

@@ -226,3 +226,35 @@ def test_the_stand_in_lists_files_like_the_hub(
 def test_a_malformed_repo_id_is_a_model_unavailable_line(tmp_path: Path) -> None:
     line = result_line(run_python(pull_script("not a repo", "x.gguf"), HF_HOME=str(tmp_path)))
     assert line.startswith("ERROR ModelUnavailable: cannot download x.gguf from not a repo: ")
+
+
+def test_hub_settings_in_dot_env_reach_huggingface_hub(
+    hub: tuple[HubStandIn, str, Path], tmp_path: Path
+) -> None:
+    """HF_ENDPOINT and HF_HOME written in .env (not the environment) steer
+    ``parley admin model pull`` as they would from the shell (common/environment.py)."""
+    _, url, _ = hub
+    (tmp_path / ".env").write_text(f"HF_ENDPOINT={url}\nHF_HOME={tmp_path / 'hf'}\n")
+    clean = {k: v for k, v in os.environ.items() if k not in _HF_ENV}
+    result = subprocess.run(
+        [sys.executable, "-m", "parley", "admin", "model", "pull", REPO, "--quant", "Q8_0"],
+        cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert str(tmp_path / "hf") in result.stdout and "tiny-Q8_0.gguf" in result.stdout
+
+
+def test_the_shell_wins_over_dot_env(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("HF_ENDPOINT=http://from-dot-env\nHF_HOME=/from/dot/env\n")
+    code = (
+        "from common.environment import export_dotenv\n"
+        "print(sorted(export_dotenv()))\n"
+        "import huggingface_hub.constants as c; print(c.ENDPOINT, c.HF_HOME)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in _HF_ENV}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**clean, "PYTHONPATH": str(ROOT), "HF_ENDPOINT": "http://from-the-shell"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["['HF_HOME']", "http://from-the-shell /from/dot/env"]
