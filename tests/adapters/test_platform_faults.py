@@ -24,19 +24,19 @@ TELEGRAM_STORM = [  # (method, fault, times): about two faults of each kind per 
 ]  # fmt: skip
 
 
-def _stored_answers(database: Path) -> dict[str, list[str]]:
-    """Each user's stored answers (all of them: a dict of one answer per user would keep only
-    the last, and an assertion on it could pass by another user's answer)."""
+def _stored_answer(database: Path, user_id: int, source_ref: int | None) -> str:
+    """The answer stored for one user message: the reply its own job wrote. ``source_ref`` is
+    the message's id on its platform (None for a Discord /chat). Keyed by user alone, a user's
+    first answer was overwritten by their second, and Alice's shown text could pass by Bob's."""
     with sqlite3.connect(database) as db:
         rows = db.execute(
-            "SELECT u.platform_user_id, m.content FROM messages m"
-            " JOIN conversations c ON c.id = m.conversation_id"
-            " JOIN users u ON u.id = c.user_id WHERE m.role = 'assistant' ORDER BY m.id"
+            "SELECT r.content FROM jobs j JOIN users u ON u.id = j.user_id"
+            " JOIN messages r ON r.id = j.reply_message_id"
+            " WHERE u.platform_user_id = ? AND j.source_ref IS ?",
+            (str(user_id), None if source_ref is None else str(source_ref)),
         ).fetchall()
-    answers: dict[str, list[str]] = {}
-    for user, content in rows:
-        answers.setdefault(user, []).append(content.strip())
-    return answers
+    assert len(rows) == 1, f"{len(rows)} answers stored for message {source_ref} of {user_id}"
+    return str(rows[0][0]).strip()
 
 
 async def test_a_telegram_fault_storm_loses_and_repeats_nothing(
@@ -52,10 +52,10 @@ async def test_a_telegram_fault_storm_loses_and_repeats_nothing(
         shown = {user: plain((await bot.answer_to(m, user, 90)).text) for user, m in asked.items()}
         late = await bot.emu.user_says("And the sky?", chat_id=ALICE, user_id=ALICE)
         await bot.answer_to(late, ALICE, 90)  # the long poll still works after its failures
-        stored = _stored_answers(bot.database)
         for user, message_id in asked.items():
             assert len(bot.replies_to(message_id, user)) == 1  # never sent twice
-            assert len(shown[user]) > 40 and shown[user].strip() in stored[str(user)]
+            stored = _stored_answer(bot.database, user, message_id)
+            assert len(shown[user]) > 40 and shown[user].strip() == stored
         injected = sum(times for _, _, times in TELEGRAM_STORM)
         assert len([c for c in bot.emu.requests if c.fault]) == injected
 
@@ -70,7 +70,7 @@ async def test_a_placeholder_telegram_posts_but_answers_late_is_used_not_sent_ag
         asked = await bot.emu.user_says("Describe the sea", chat_id=ALICE, user_id=ALICE)
         answer = plain((await bot.answer_to(asked, ALICE, 90)).text)
         assert len(bot.replies_to(asked, ALICE)) == 1  # no stray placeholder beside it
-        assert answer.strip() in _stored_answers(bot.database)[str(ALICE)]
+        assert answer.strip() == _stored_answer(bot.database, ALICE, asked)
         assert [c.fault for c in bot.emu.calls("sendMessage")] == ["late"]  # sent once
 
 
@@ -82,6 +82,6 @@ async def test_discord_5xx_and_dropped_edits_still_end_in_the_stored_text(
         bot.emu.fail_next("PATCH", "/webhooks/*", "drop", times=2)
         run = await bot.emu.run_slash_command("chat", {"prompt": "The sea"}, user_id=DISCORD_ALICE)
         final = await bot.final(await bot.emu.wait_for(lambda: run.original_id), 90)
-        stored = _stored_answers(bot.database)
-        assert len(final.content) > 40 and final.content.strip() in stored[str(DISCORD_ALICE)]
+        stored = _stored_answer(bot.database, DISCORD_ALICE, None)  # a /chat has no source
+        assert len(final.content) > 40 and final.content.strip() == stored
         assert len([r for r in bot.emu.requests if r.fault]) == 4
