@@ -1,35 +1,66 @@
 """The bot's Prometheus metrics and health checks: ``/metrics`` and ``/healthz`` on
 ``METRICS_HOST:METRICS_PORT`` (off unless METRICS_PORT is set).
 
-One registry per process (``METRICS``): counters bumped where things happen (a message
-accepted, a reply finished, an edit sent, a 429 received), histograms of queue wait and time
-to first token, and gauges read from the service at scrape time (queue depth, engine up).
-The text format is Prometheus' plain exposition format, written here: a few dozen lines
-instead of a dependency.
+One registry per process (``METRICS``, a prometheus_client ``CollectorRegistry`` inside):
+counters bumped by name where things happen (a message accepted, a reply finished, an edit
+sent, a 429 received), histograms of queue wait and time to first token, and the process's
+RSS, CPU seconds and open fds. Every name is declared below with its help text and labels; a
+name or label set not declared there raises. What is live state (queue depth, each engine's
+slots and whether it is up) is read from the running bot at scrape time (``Live``).
 """
 
 from __future__ import annotations
 
-import bisect
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
+# no `*_created` series beside every counter and histogram: nothing here reads them
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# the text format's media type, which every Prometheus version scrapes
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)  # seconds
 Labels = tuple[tuple[str, str], ...]
 
-
-class Histogram:
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
-        self.total += value
+# name -> (help, label names)
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "parley_messages_received_total": ("Messages accepted for an answer.", ("platform",)),
+    "parley_messages_refused_total": (
+        "Messages refused (rate limit, ban, allowlist, queue full).", ("platform",)
+    ),
+    "parley_replies_total": ("Answers ended, by how they ended.", ("platform", "state")),
+    "parley_messages_sent_total": ("Messages the bot posted.", ("platform",)),
+    "parley_edits_sent_total": ("Edits of streamed answers sent.", ("platform",)),
+    "parley_rate_limited_total": ("429 answers received from a platform.", ("platform",)),
+    "parley_tokens_generated_total": ("Tokens generated in answers.", ()),
+    "parley_store_write_failures_total": ("Database writes that failed.", ()),
+    "parley_http_connections_dropped_total": (
+        "Connections to the metrics port closed by its guard.", ("reason",)
+    ),
+    "parley_telegram_updates_skipped_total": (
+        "Telegram updates skipped because they cannot be read.", ()
+    ),
+    "parley_telegram_malformed_answers_total": ("Malformed getUpdates answers.", ()),
+}  # fmt: skip
+HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "parley_queue_wait_seconds": ("Time from a message accepted to its answer starting.", ()),
+    "parley_ttft_seconds": ("Time from a message accepted to its answer's first token.", ()),
+}
 
 
 class TokenRate:
@@ -47,78 +78,131 @@ class TokenRate:
 
 
 class Registry:
-    def __init__(self) -> None:
-        self.counters: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
-        self.histograms: dict[str, dict[Labels, Histogram]] = defaultdict(
-            lambda: defaultdict(Histogram)
-        )
-        self.help: dict[str, str] = {}
+    """The declared counters and histograms in one ``CollectorRegistry`` (``.registry``),
+    with the process collector when ``process``."""
+
+    def __init__(
+        self,
+        counters: Mapping[str, tuple[str, tuple[str, ...]]] = COUNTERS,
+        histograms: Mapping[str, tuple[str, tuple[str, ...]]] = HISTOGRAMS,
+        process: bool = True,
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self._counters = {
+            name: Counter(name, help_text, labels, registry=self.registry)
+            for name, (help_text, labels) in counters.items()
+        }
+        self._histograms = {
+            name: Histogram(name, help_text, labels, buckets=BUCKETS, registry=self.registry)
+            for name, (help_text, labels) in histograms.items()
+        }
+        if process:
+            ProcessCollector(registry=self.registry)
 
     def count(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        self.counters[name][tuple(sorted(labels.items()))] += amount
+        counter = self._counters[name]
+        (counter.labels(**labels) if labels else counter).inc(amount)
 
     def observe(self, name: str, value: float, **labels: str) -> None:
-        self.histograms[name][tuple(sorted(labels.items()))].observe(value)
+        histogram = self._histograms[name]
+        (histogram.labels(**labels) if labels else histogram).observe(value)
 
-    def render(self, gauges: dict[str, float]) -> str:
-        """Every metric in Prometheus' text format; ``gauges`` are read just now (keys are
-        names, or ``labelled`` names)."""
-        lines: list[str] = []
-        typed: set[str] = set()
-        for key, value in sorted(gauges.items()):
-            name = key.split("{", 1)[0]
-            if name not in typed:
-                typed.add(name)
-                lines.append(f"# TYPE {name} gauge")
-            lines.append(f"{key} {value:g}")
-        for name, series in sorted(self.counters.items()):
-            lines.append(f"# TYPE {name} counter")
-            lines += [f"{name}{_labels(labels)} {value:g}" for labels, value in series.items()]
-        for name, hists in sorted(self.histograms.items()):
-            lines.append(f"# TYPE {name} histogram")
-            for labels, hist in hists.items():
-                lines += list(_histogram_lines(name, labels, hist))
-        return "\n".join(lines) + "\n"
-
-
-def _histogram_lines(name: str, labels: Labels, hist: Histogram) -> Iterator[str]:
-    running = 0
-    for bound, count in zip((*BUCKETS, float("inf")), hist.counts, strict=True):
-        running += count
-        le = "+Inf" if bound == float("inf") else f"{bound:g}"
-        yield f"{name}_bucket{_labels((*labels, ('le', le)))} {running}"
-    yield f"{name}_sum{_labels(labels)} {hist.total:g}"
-    yield f"{name}_count{_labels(labels)} {running}"
-
-
-def labelled(name: str, **labels: str) -> str:
-    """A gauge's key with labels, e.g. ``parley_engine_up{engine="http://a:1"}``."""
-    return name + _labels(tuple(sorted(labels.items())))
-
-
-def _labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    escaped = (value.replace("\\", "\\\\").replace('"', '\\"') for _, value in labels)
-    return "{" + ",".join(f'{k}="{v}"' for (k, _), v in zip(labels, escaped, strict=True)) + "}"
+    @property
+    def counters(self) -> dict[str, dict[Labels, float]]:
+        """Each counter's value per label set, as counted so far (for tests)."""
+        return {
+            name: {
+                tuple(sorted(sample.labels.items())): sample.value
+                for family in counter.collect()
+                for sample in family.samples
+                if sample.name == name
+            }
+            for name, counter in self._counters.items()
+        }
 
 
 METRICS = Registry()
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    """One engine as the bot sees it; ``url`` without secrets."""
+
+    url: str
+    up: bool
+    slots: int
+    busy: int
+    jobs: int
+    failures: int
+
+
+@dataclass(frozen=True)
+class Live:
+    """The bot's state at scrape time."""
+
+    queued: int = 0
+    running: int = 0
+    restarts: int = 0  # of the local engine
+    engines: Sequence[EngineLoad] = ()
+
+
+# each engine's series: (name, help, EngineLoad field); those ending in _total are counters
+PER_ENGINE = (
+    ("parley_engine_up", "1 while the engine serves.", "up"),
+    ("parley_engine_slots", "The engine's slots.", "slots"),
+    ("parley_engine_slots_busy", "Its slots answering now.", "busy"),
+    ("parley_engine_jobs_total", "Answers sent to the engine.", "jobs"),
+    ("parley_engine_failures_total", "Answers the engine failed.", "failures"),
+)
+
+
+class LiveCollector:
+    """``Live`` as metric families, read at each scrape."""
+
+    def __init__(self, read: Callable[[], Live]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # registering reads nothing: the bot may not be up yet
+
+    def collect(self) -> Iterable[Metric]:
+        live = self._read()
+        yield GaugeMetricFamily(
+            "parley_queue_depth", "Answers waiting for a slot.", value=live.queued
+        )
+        yield GaugeMetricFamily(
+            "parley_answers_running", "Answers being generated now.", value=live.running
+        )
+        yield CounterMetricFamily(
+            "parley_engine_restarts_total", "Restarts of the local engine.", value=live.restarts
+        )
+        for name, help_text, field in PER_ENGINE:
+            kind: type[GaugeMetricFamily] | type[CounterMetricFamily] = (
+                CounterMetricFamily if name.endswith("_total") else GaugeMetricFamily
+            )
+            family = kind(name, help_text, labels=["engine"])
+            for engine in live.engines:
+                family.add_metric([engine.url], float(getattr(engine, field)))
+            yield family
+
 
 # (ready, reasons): whether the bot can answer now, and why not
 Readiness = Callable[[], tuple[bool, list[str]]]
 
 
 def create_metrics_app(
-    gauges: Callable[[], dict[str, float]], ready: Readiness,
-    middlewares: Sequence[Middleware] = (),
+    live: Callable[[], Live], ready: Readiness, middlewares: Sequence[Middleware] = (),
 ) -> web.Application:  # fmt: skip
-    """``/metrics`` for Prometheus; ``/healthz`` (liveness: the process answers) and
-    ``/healthz?ready=1`` (readiness: 503 with the reasons while the bot cannot answer).
-    ``middlewares``: e.g. bot/http_guard.py's, which bounds the port's connections."""
+    """``/metrics`` for Prometheus (``METRICS`` and ``live``, read per scrape); ``/healthz``
+    (liveness: the process answers) and ``/healthz?ready=1`` (readiness: 503 with the reasons
+    while the bot cannot answer). ``middlewares``: e.g. bot/http_guard.py's, which bounds the
+    port's connections."""
+    scraped = CollectorRegistry()
+    scraped.register(METRICS.registry)
+    scraped.register(LiveCollector(live))
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=METRICS.render(gauges()), content_type="text/plain")
+        return web.Response(body=generate_latest(scraped), headers={"Content-Type": CONTENT_TYPE})
 
     async def healthz(request: web.Request) -> web.Response:
         if "ready" not in request.query:

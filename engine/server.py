@@ -32,6 +32,7 @@ from engine.api import (
 )
 from engine.errors import EngineError, RequestError
 from engine.log_context import echo_request_id, request_id_middleware
+from engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine.metrics import EngineMetrics
 from engine.requests import Delta, Event, Failed, Finished, Usage
 from engine.runtime import EngineRuntime
@@ -243,7 +244,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if not done:  # client went away or the handler failed: free the sequence now
             log.info("chat completion cancelled before it finished")
             runtime.cancel(generation.id)
-            stats.requests.inc(reason="cancelled")
+            stats.ended("cancelled")
 
 
 async def _stream(
@@ -282,7 +283,7 @@ async def _stream(
             await response.write(pending)
         if isinstance(event, Failed):
             log.info("chat completion failed: %s", event.message)
-            stats.requests.inc(reason="error")
+            stats.ended("error")
             await _sse(response, error_body(event.message, "engine_error"))
             break
     await response.write_eof()
@@ -304,7 +305,7 @@ async def _collect(
             return web.json_response(completion.whole("".join(parts), event.reason, event.usage))
         else:
             log.info("chat completion failed: %s", event.message)
-            stats.requests.inc(reason="error")
+            stats.ended("error")
             return web.json_response(error_body(event.message, "engine_error"), status=500)
 
 
@@ -329,12 +330,7 @@ def _record(stats: EngineMetrics, reason: str, usage: Usage) -> None:
             "cached_tokens": usage.cached_tokens, "completion_tokens": usage.completion_tokens,
         },
     )  # fmt: skip
-    stats.requests.inc(reason=reason)
-    stats.prompt_tokens.inc(usage.prompt_tokens)
-    stats.cached_tokens.inc(usage.cached_tokens)
-    stats.completion_tokens.inc(usage.completion_tokens)
-    if usage.decode_per_second > 0:
-        stats.decode_rate.observe(usage.decode_per_second)
+    stats.finished(reason, usage)
 
 
 async def tokenize(request: web.Request) -> web.Response:
@@ -395,8 +391,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    text = request.app[METRICS].render()
-    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def admin_model(request: web.Request) -> web.Response:

@@ -33,7 +33,7 @@ from bot.engines.spec import EngineSpec, parse_engine_spec, with_default_key
 from bot.errors import ModelUnavailable
 from bot.http_guard import ConnectionGuard, GuardedServer, serve_guarded
 from bot.incoming import ReplySink
-from bot.metrics import create_metrics_app, labelled
+from bot.metrics import EngineLoad, Live, create_metrics_app
 from bot.settings import DEMO_MODEL, Settings
 from bot.store import admin_queries as store_admin
 from bot.store.database import Store
@@ -236,20 +236,14 @@ async def serve_metrics(app: Parley, host: str, port: int) -> GuardedServer:
     long model download is not mistaken for a dead bot). Its connections are bounded in
     number and idle time (bot/http_guard.py): idle sockets cannot fill the bot's fds."""
 
-    def gauges() -> dict[str, float]:
+    def live() -> Live:
         queued, running = app.service.load() if app.service else (0, 0)
-        values = {
-            "parley_queue_depth": float(queued), "parley_answers_running": float(running),
-            "parley_engine_restarts": float(app.engine.restarts if app.engine else 0),
-        }  # fmt: skip
-        for engine in app.engines.engines if app.engines else ():
-            url = redact.redact(engine.url)
-            values[labelled("parley_engine_up", engine=url)] = float(engine.up)
-            values[labelled("parley_engine_slots", engine=url)] = float(engine.capacity)
-            values[labelled("parley_engine_slots_busy", engine=url)] = float(engine.busy)
-            values[labelled("parley_engine_jobs", engine=url)] = float(engine.jobs)
-            values[labelled("parley_engine_failures", engine=url)] = float(engine.failures)
-        return values
+        engines = [
+            EngineLoad(redact.redact(e.url), e.up, e.capacity, e.busy, e.jobs, e.failures)
+            for e in (app.engines.engines if app.engines else ())
+        ]
+        restarts = app.engine.restarts if app.engine else 0
+        return Live(queued, running, restarts, engines)
 
     def ready() -> tuple[bool, list[str]]:
         if app.engines is None or app.service is None:
@@ -261,7 +255,7 @@ async def serve_metrics(app: Parley, host: str, port: int) -> GuardedServer:
         return False, [f"no engine is serving ({e.url}: {e.reason})" for e in app.engines.engines]
 
     guard = ConnectionGuard()
-    metrics_app = create_metrics_app(gauges, ready, middlewares=[guard.middleware])
+    metrics_app = create_metrics_app(live, ready, middlewares=[guard.middleware])
     return await serve_guarded(metrics_app, host, port, guard)
 
 

@@ -1,50 +1,78 @@
-"""The bot's /metrics (Prometheus text format) and /healthz, on loopback."""
+"""The bot's /metrics (prometheus_client's text format, parsed with its own parser) and
+/healthz, on loopback."""
 
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import generate_latest
 
-from bot.metrics import Registry
+from bot.metrics import COUNTERS, HISTOGRAMS, Registry
 from bot.settings import load_settings
 from parley.app import Parley
 from tests.adapters.discord_harness import serve
 from tests.adapters.telegram_harness import ALICE, BOB, telegram_bot
 from tests.emulators.scripted_engine import ScriptedEngine
 from tests.engine_process import EngineProcess
-
-SAMPLE = re.compile(r"^([a-z_]+)(\{[^}]*\})? (\S+)$")
-
-
-def parse(text: str) -> dict[str, float]:
-    """``name{labels}`` -> value, for every sample line."""
-    found = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            match = SAMPLE.match(line)
-            assert match, f"not a Prometheus sample line: {line!r}"
-            found[match[1] + (match[2] or "")] = float(match[3])
-    return found
+from tests.metrics_scrape import bot_scrape, convention_problems, families, samples
 
 
-def test_counters_and_histograms_render_in_the_text_format() -> None:
-    registry = Registry()
-    registry.count("x_total", platform='tele"gram')
-    registry.count("x_total", 2, platform='tele"gram')
+def test_a_newline_in_a_label_and_a_large_count_round_trip() -> None:
+    registry = Registry(
+        {"x_total": ("Things.", ("platform",))}, {"wait_seconds": ("Waits.", ())}, process=False
+    )
+    odd = 'tele"gram\\\nsecond line'
+    registry.count("x_total", 1_234_567, platform=odd)
+    registry.count("x_total", 2, platform=odd)
+    registry.count("x_total", 2**53, platform="big")
     for value in (0.07, 0.3, 200.0):
         registry.observe("wait_seconds", value)
-    samples = parse(registry.render({"depth": 3}))
-    assert samples['x_total{platform="tele\\"gram"}'] == 3
-    assert samples["depth"] == 3
-    assert samples['wait_seconds_bucket{le="0.1"}'] == 1  # cumulative buckets
-    assert samples['wait_seconds_bucket{le="0.5"}'] == 2
-    assert samples['wait_seconds_bucket{le="+Inf"}'] == 3 == samples["wait_seconds_count"]
-    assert samples["wait_seconds_sum"] == pytest.approx(200.37)
+    text = generate_latest(registry.registry).decode()
+    assert "1.23457e+06" not in text
+    found = samples(text)
+    assert found[f'x_total{{platform="{odd}"}}'] == 1_234_569
+    assert found['x_total{platform="big"}'] == 2**53
+    assert found['wait_seconds_bucket{le="0.1"}'] == 1  # cumulative buckets
+    assert found['wait_seconds_bucket{le="0.5"}'] == 2
+    assert found['wait_seconds_bucket{le="+Inf"}'] == 3 == found["wait_seconds_count"]
+    assert found["wait_seconds_sum"] == pytest.approx(200.37)
+    assert registry.counters["x_total"][(("platform", odd),)] == 1_234_569
+    assert convention_problems(text) == []
+
+
+def test_a_name_or_labels_not_declared_raise() -> None:
+    registry = Registry(process=False)
+    with pytest.raises(KeyError):
+        registry.count("parley_no_such_total")
+    with pytest.raises(ValueError):
+        registry.count("parley_replies_total", platform="telegram")  # state missing
+
+
+def test_every_declared_name_is_a_total_or_seconds_and_has_help() -> None:
+    for name, (help_text, _) in {**COUNTERS, **HISTOGRAMS}.items():
+        assert name.startswith("parley_") and help_text.endswith("."), name
+        assert name.endswith("_total" if name in COUNTERS else "_seconds"), name
+
+
+async def test_the_scrape_parses_with_help_everywhere_totals_as_counters_and_the_process(
+    tmp_path: Path,
+) -> None:
+    text = await bot_scrape(tmp_path / "bot.db")
+    assert convention_problems(text) == []
+    found, types = samples(text), {n: f.type for n, f in families(text).items()}
+    for name in ("parley_engine_jobs", "parley_engine_failures", "parley_engine_restarts"):
+        assert types[name] == "counter", name
+    for name in COUNTERS:
+        assert types[name.removesuffix("_total")] == "counter", name
+    assert types["parley_queue_depth"] == types["parley_engine_up"] == "gauge"
+    assert found["process_resident_memory_bytes"] > 1 << 20
+    assert found["process_open_fds"] > 0 and "process_cpu_seconds_total" in found
+    assert [v for k, v in found.items() if k.startswith("parley_engine_up{engine=")] == [1]
+    assert [v for k, v in found.items() if k.startswith("parley_engine_slots{")] == [2]
 
 
 @pytest.mark.model
@@ -61,7 +89,7 @@ async def test_a_running_bot_counts_messages_replies_edits_and_429s(
         async def scrape() -> dict[str, float]:
             async with http.get(bot.app.metrics_url + "/metrics") as response:  # type: ignore[union-attr]
                 assert response.status == 200
-                return parse(await response.text())
+                return samples(await response.text())
 
         before = await scrape()
         bot.emu.fail_next("editMessageText", "429", times=1, retry_after=1)
@@ -85,7 +113,7 @@ async def test_a_running_bot_counts_messages_replies_edits_and_429s(
         engine_series = f'{{engine="{engine.url}"}}'
         assert after["parley_queue_depth"] == 0 and after["parley_engine_up" + engine_series] == 1
         assert after["parley_engine_slots" + engine_series] == engine.get("/health")["slots_total"]
-        assert after["parley_engine_jobs" + engine_series] >= 2
+        assert after["parley_engine_jobs_total" + engine_series] >= 2
         for query, status in (("", "alive"), ("?ready=1", "ready")):
             async with http.get(f"{bot.app.metrics_url}/healthz{query}") as response:
                 assert response.status == 200 and (await response.json())["status"] == status

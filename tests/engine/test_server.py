@@ -12,6 +12,7 @@ import pytest
 
 from tests.engine.sse import stream_chat, user
 from tests.engine_process import EngineProcess
+from tests.metrics_scrape import samples
 
 pytestmark = pytest.mark.model
 
@@ -109,13 +110,14 @@ async def test_a_conversation_idle_while_others_talk_comes_back_from_ram(
 
 
 def metric(text: str, name: str) -> float:
-    line = next(line for line in text.splitlines() if line.startswith(name + " "))
-    return float(line.split()[-1])
+    return samples(text)[name]
 
 
 async def test_closing_the_stream_cancels_and_frees_the_slot(
     engine: EngineProcess, http: aiohttp.ClientSession
 ) -> None:
+    cancelled = 'parley_engine_requests_total{reason="cancelled"}'
+    before = metric(engine_metrics(engine), cancelled)
     body = {"messages": user("Write a long story."), "max_tokens": 400, "stream": True}
     async with http.post(engine.url + "/v1/chat/completions", json=body) as response:
         seen = 0
@@ -128,8 +130,7 @@ async def test_closing_the_stream_cancels_and_frees_the_slot(
     while engine.get("/health")["slots_busy"] and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     assert engine.get("/health")["slots_busy"] == 0
-    metrics = engine_metrics(engine)
-    assert 'parley_engine_requests_total{reason="cancelled"}' in metrics
+    assert metric(engine_metrics(engine), cancelled) == before + 1
 
 
 def engine_metrics(engine: EngineProcess) -> str:
@@ -240,12 +241,10 @@ async def test_generation_that_reaches_the_context_window_ends_with_length(
 
 
 async def test_metrics_count_requests_tokens_and_ttft(engine: EngineProcess) -> None:
-    text = engine_metrics(engine)
-    assert "parley_engine_completion_tokens_total" in text
-    assert "parley_engine_slots_total 4" in text
-    lines = text.splitlines()
-    count = next(line for line in lines if line.startswith("parley_engine_ttft_seconds_count"))
-    assert float(count.split()[-1]) > 0
+    found = samples(engine_metrics(engine))
+    assert found["parley_engine_completion_tokens_total"] > 0
+    assert found["parley_engine_slots"] == 4
+    assert found["parley_engine_ttft_seconds_count"] > 0
 
 
 async def test_a_request_id_is_echoed_and_on_the_engine_log_line_of_its_completion(
