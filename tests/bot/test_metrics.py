@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from tests.adapters.telegram_harness import ALICE, BOB, telegram_bot
 from tests.emulators.scripted_engine import ScriptedEngine
 from tests.engine_process import EngineProcess
 from tests.metrics_scrape import bot_scrape, convention_problems, families, samples
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_newline_in_a_label_and_a_large_count_round_trip() -> None:
@@ -56,6 +59,37 @@ def test_every_declared_name_is_a_total_or_seconds_and_has_help() -> None:
     for name, (help_text, _) in {**COUNTERS, **HISTOGRAMS}.items():
         assert name.startswith("parley_") and help_text.endswith("."), name
         assert name.endswith("_total" if name in COUNTERS else "_seconds"), name
+
+
+def test_every_name_the_code_counts_is_declared_with_the_labels_it_passes() -> None:
+    """A name or label set not declared raises where it is counted: found here first, in
+    every ``METRICS.count``/``METRICS.observe`` call of the bot's packages."""
+    calls = 0
+    for path in sorted(
+        p for package in ("bot", "adapters", "parley") for p in (ROOT / package).rglob("*.py")
+    ):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        constants = {
+            target.id: node.value.value
+            for node in tree.body if isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+            for target in node.targets if isinstance(target, ast.Name)
+        }  # fmt: skip
+        for node in ast.walk(tree):
+            if not (
+                isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "METRICS"
+                and node.func.attr in ("count", "observe")
+            ):  # fmt: skip
+                continue
+            calls += 1
+            first = node.args[0]  # a string, or a module constant holding one
+            name = first.value if isinstance(first, ast.Constant) else constants[ast.unparse(first)]
+            declared = COUNTERS if node.func.attr == "count" else HISTOGRAMS
+            where = f"{path.relative_to(ROOT)}:{node.lineno}"
+            assert name in declared, f"{where}: {name} is not declared in bot/metrics.py"
+            assert {k.arg for k in node.keywords} == set(declared[name][1]), where
+    assert calls >= 10
 
 
 async def test_the_scrape_parses_with_help_everywhere_totals_as_counters_and_the_process(
