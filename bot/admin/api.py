@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.chat.access import split_user_key, user_key
 from bot.chat.service import ChatService
 from bot.errors import ConfigError, ParleyError
 from bot.models.catalog import local_models
@@ -43,10 +44,10 @@ def token_path(socket: Path) -> Path:
 
 
 def split_person(who: str) -> tuple[str, str]:
-    platform, _, user_id = who.partition(":")
-    if not platform or not user_id:
+    person = split_user_key(who)
+    if person is None:
         raise web.HTTPBadRequest(reason=f"expected PLATFORM:ID (e.g. telegram:12345), got {who!r}")
-    return platform, user_id
+    return person
 
 
 @web.middleware
@@ -143,7 +144,7 @@ async def change_user(request: web.Request) -> web.Response:
     else:
         await store_admin.allow(service.store, platform, user_id)
         service.allowed_at_runtime.add((platform, user_id))
-    return web.json_response({"user": f"{platform}:{user_id}", "done": action})
+    return web.json_response({"user": user_key(platform, user_id), "done": action})
 
 
 async def history(request: web.Request) -> web.Response:
