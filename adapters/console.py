@@ -3,6 +3,8 @@
 Reads lines from stdin on a daemon thread (so typing ``/stop`` works while an answer
 streams, and exiting never waits on a blocked read), prints the answer as it streams, then
 the prompt and generation speed. Works with piped stdin: answers each line, exits 0 at EOF.
+The commands are bot/commands' (the terminal's user is the operator: an admin), plus /quit.
+Runs on the event loop, but for the reading thread.
 """
 
 from __future__ import annotations
@@ -16,12 +18,19 @@ import threading
 from collections import deque
 from typing import TextIO
 
+from bot.chat.access import Access, Asker
 from bot.chat.service import ChatService
+from bot.commands import CommandCall, Place, find_command, run_command, split_command
 from bot.incoming import Incoming, Outcome
 
 PLATFORM = "console"
 CHAT_ID = "terminal"
-HELP = "commands: /reset (new conversation), /stop (stop the answer), /quit (or Ctrl-D)"
+QUIT = "/quit"
+PLACE = Place(
+    message_limit=2**31,  # a terminal shows any length
+    how_to_talk=f"Type a message to talk; {QUIT} (or Ctrl-D) ends the chat.",
+)
+ALIASES = {"?": "help"}
 
 
 class ConsoleReply:
@@ -102,6 +111,8 @@ class Console:
             # refuses them clearly), not kill the reading thread and leave the chat hanging.
             inp.reconfigure(errors="surrogateescape")
         self.user_id = _user_name()
+        self.asker = Asker(PLATFORM, self.user_id, CHAT_ID)
+        self.access = Access({}, service)  # no lists: the terminal's one user is the operator
         self.lines: asyncio.Queue[str | None] = asyncio.Queue()
         self.backlog: deque[str | None] = deque()  # read while an answer streamed, in order
         self.current: ConsoleReply | None = None
@@ -113,29 +124,22 @@ class Console:
         loop.add_signal_handler(signal.SIGINT, self._on_interrupt)
         try:
             if self.interactive:
-                self.out.write(f"Parley — {self.model}. {HELP}\n")
+                self.out.write(
+                    f"Parley — {self.model}. {PLACE.how_to_talk} /help lists the rest.\n"
+                )
             while True:
                 if self.interactive:
                     self.out.write("> ")
                     self.out.flush()
                 line = self.backlog.popleft() if self.backlog else await self.lines.get()
-                if line is None or line.strip() == "/quit":
+                if line is None or line.strip() == QUIT:
                     return 0
                 await self._turn(line.rstrip("\n"))
         finally:
             loop.remove_signal_handler(signal.SIGINT)
 
     async def _turn(self, line: str) -> None:
-        command = line.strip()
-        if command == "/reset":
-            await self.service.reset(PLATFORM, CHAT_ID, self.user_id, self.user_id)
-            self.out.write("(new conversation)\n")
-            return
-        if command == "/stop":
-            self.out.write("(nothing to stop)\n")
-            return
-        if command in ("/help", "/?"):
-            self.out.write(HELP + "\n")
+        if await self._command(line):
             return
         reply = ConsoleReply(self.out)
         self.current = reply
@@ -155,11 +159,27 @@ class Console:
                 next_line.cancel()
                 break
             line = next_line.result()
-            if line is not None and line.strip() == "/stop":
-                await self.service.cancel(PLATFORM, CHAT_ID, self.user_id)
-            else:
+            if line is None or not await self._command(line, only="stop"):
                 self.backlog.append(line)
         await reply.done.wait()
+
+    async def _command(self, line: str, only: str | None = None) -> bool:
+        """Run ``line`` if it is one of bot/commands' commands (``only``: that one) and print
+        its answer; False for any other line (an unknown "/word" is a message too)."""
+        name, argument = split_command(line) or ("", "")
+        command = find_command(ALIASES.get(name, name))
+        if command is None or only not in (None, command.name):
+            return False
+
+        async def progress(text: str) -> None:
+            self.out.write(text + "\n")
+
+        call = CommandCall(self.service, self.asker, self.user_id, argument, PLACE, progress)
+        reply = await run_command(command, call, self.access)
+        if not reply.quiet:
+            self.out.write(reply.text + "\n")
+        self.out.flush()
+        return True
 
     def _on_interrupt(self) -> None:
         """Ctrl-C stops the answer being written; at the prompt it quits."""

@@ -1,8 +1,9 @@
 """Discord: slash commands, DMs and mentions, each parsed and handed to the bot in one call.
 
-Slash commands (synced at start, globally or to DISCORD_GUILD_IDS): /chat /reset /stop /model
-/system /help. DMs and messages that mention the bot are answered too (DISCORD_REPLY_TO_MENTIONS).
-No privileged intent is needed: Discord delivers the content of DMs and of mentions anyway.
+Slash commands (synced at start, globally or to DISCORD_GUILD_IDS): /chat, and one per command
+of bot/commands, generated from its definition. DMs and messages that mention the bot are
+answered too (DISCORD_REPLY_TO_MENTIONS). No privileged intent is needed: Discord delivers the
+content of DMs and of mentions anyway. Runs on the bot's event loop.
 """
 
 from __future__ import annotations
@@ -10,16 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import discord
 import yarl
 from discord import app_commands
 
-from adapters.discord_surface import TOKEN_LIFE, InteractionSurface, MessageSurface
+from adapters.discord_surface import LIMIT, TOKEN_LIFE, InteractionSurface, MessageSurface
+from bot.chat.access import Access, Asker
 from bot.chat.service import ChatService
+from bot.commands import COMMANDS, Argument, Command, CommandCall, Place, press_button, run_command
+from bot.commands.texts import TEXT_ONLY
 from bot.errors import ConfigError, ParleyError
-from bot.incoming import NOT_UNICODE, Incoming, is_valid_unicode
-from bot.models.catalog import offered_models
+from bot.incoming import Incoming
 from bot.replies.platform import PlatformReply
 from bot.replies.streamed_edits import ReplySurface
 from bot.settings import Settings
@@ -27,15 +32,15 @@ from bot.settings import Settings
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
-SHOWN_PROMPT = 1900  # a Discord message holds 2,000 characters
-HELP = (
-    "I answer with a language model running on my operator's machine.\n"
-    "`/chat prompt:` asks me something (or DM me, or mention me).\n"
-    "`/reset` starts a new conversation · `/stop` stops my answer · `/model` shows the model · "
-    "`/system` shows or sets your system prompt"
+PLACE = Place(
+    message_limit=LIMIT,
+    how_to_talk="`/chat prompt:` asks me something (or DM me, or mention me).",
 )
-TEXT_ONLY = "I can only read text messages."
+SUGGESTIONS = 25  # Discord shows at most 25 autocomplete choices, names of 100 characters
 READY_TIMEOUT = 60.0
+Suggest = Callable[
+    [discord.Interaction[Any], str], Coroutine[Any, Any, list[app_commands.Choice[str]]]
+]
 
 
 class DiscordAdapter:
@@ -45,6 +50,7 @@ class DiscordAdapter:
         assert settings.discord_token is not None
         self.settings = settings
         self.service = service
+        self.access = Access.from_settings(settings, service)
         discord.http.Route.BASE = settings.discord_api_base_url.rstrip("/")
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
         intents = discord.Intents.none()
@@ -74,7 +80,7 @@ class DiscordAdapter:
         placeholder = channel.get_partial_message(int(reply_ref)) if reply_ref else None
         asked = channel.get_partial_message(int(source_ref)) if source_ref else None
         surface = MessageSurface(
-            asked, self._stop_pressed, owner_id=int(user_id), placeholder=placeholder,
+            asked, self._button_pressed, owner_id=int(user_id), placeholder=placeholder,
             channel=channel,
         )  # fmt: skip
         reply = self._reply(surface, int(chat_id))
@@ -124,122 +130,87 @@ class DiscordAdapter:
     # ---- registration -------------------------------------------------------------------
 
     def _register(self) -> None:
-        """Every command and event, in one place."""
-        tree = self.tree
-        tree.command(name="chat", description="Ask me something")(self.chat)
-        tree.command(name="reset", description="Start a new conversation")(self.reset)
-        tree.command(name="stop", description="Stop the answer I'm writing")(self.stop_command)
-        model = tree.command(name="model", description="Show the model; admins can switch it")(
-            self.model
-        )
-        model.autocomplete("name")(self.model_names)
-        tree.command(name="system", description="Show or set your system prompt")(self.system)
-        tree.command(name="help", description="What I can do")(self.help)
+        """Every command and event, in one place: /chat, then bot/commands' commands."""
+        self.tree.command(name="chat", description="Ask me something")(self.chat)
+        for command in COMMANDS:
+            self.tree.add_command(self._slash_command(command))
         self.client.event(self.on_message)
+
+    def _slash_command(self, command: Command) -> app_commands.Command[Any, ..., None]:
+        """``command`` as a slash command; its argument an optional text option."""
+        argument = command.argument
+        if argument is None:
+
+            async def run(interaction: discord.Interaction) -> None:
+                await self._run(command, interaction, None)
+
+            return app_commands.Command(
+                name=command.name, description=command.description, callback=run
+            )
+
+        @app_commands.rename(value=argument.name)
+        @app_commands.describe(value=argument.description)
+        async def run_with(interaction: discord.Interaction, value: str | None = None) -> None:
+            await self._run(command, interaction, value)
+
+        slash: app_commands.Command[Any, ..., None] = app_commands.Command(
+            name=command.name, description=command.description, callback=run_with
+        )
+        if argument.suggestions is not None:
+            slash.autocomplete("value")(self._suggest(argument))
+        return slash
+
+    def _suggest(self, argument: Argument) -> Suggest:
+        suggestions = argument.suggestions
+        assert suggestions is not None
+
+        async def suggest(
+            interaction: discord.Interaction, current: str
+        ) -> list[app_commands.Choice[str]]:
+            values = [v for v in suggestions(self.service) if current.lower() in v.lower()]
+            return [app_commands.Choice(name=v[-100:], value=v) for v in values[:SUGGESTIONS]]
+
+        return suggest
 
     # ---- access -------------------------------------------------------------------------
 
-    def _allowed(self, user: discord.User | discord.Member, channel_id: int | None) -> bool:
-        """Admins always; else the channel must be allowed, and the user or one of their roles."""
-        settings = self.settings
-        if user.id in settings.discord_admin_ids:
-            return True
-        if (PLATFORM, str(user.id)) in self.service.allowed_at_runtime:
-            return True  # `parley admin users allow`
-        channels = settings.discord_allowed_channels
-        if channels and channel_id not in channels:
-            return False
-        if not settings.discord_allowed_users and not settings.discord_allowed_roles:
-            return True
-        roles = {role.id for role in getattr(user, "roles", [])}
-        return user.id in settings.discord_allowed_users or bool(
-            roles & set(settings.discord_allowed_roles)
-        )
-
-    async def _refusal(self, interaction: discord.Interaction) -> str | None:
-        if not self._allowed(interaction.user, interaction.channel_id):
-            return "You are not allowed to use this bot here."
-        if await self.service.is_banned(PLATFORM, str(interaction.user.id)):
-            return "You have been banned from using this bot."
-        return None
+    def _asker(self, user: discord.User | discord.Member, channel_id: int | None) -> Asker:
+        roles = frozenset(str(role.id) for role in getattr(user, "roles", []))
+        return Asker(PLATFORM, str(user.id), str(channel_id), roles)
 
     # ---- slash commands -----------------------------------------------------------------
 
     @app_commands.describe(prompt="What do you want to ask?")
     async def chat(self, interaction: discord.Interaction, prompt: str) -> None:
-        if refusal := await self._refusal(interaction):
+        asker = self._asker(interaction.user, interaction.channel_id)
+        if refusal := await self.access.refusal(asker):
             await interaction.response.send_message(refusal, ephemeral=True)
             return
         await interaction.response.defer(thinking=True)
         surface = InteractionSurface(
-            interaction, self._stop_pressed, token_life=self.interaction_token_life
+            interaction, self._button_pressed, token_life=self.interaction_token_life
         )
         await self.service.handle(self._incoming(interaction.user, interaction.channel_id,
                                                  prompt, surface))  # fmt: skip
 
-    async def reset(self, interaction: discord.Interaction) -> None:
-        if refusal := await self._refusal(interaction):
-            await interaction.response.send_message(refusal, ephemeral=True)
-            return
-        user = interaction.user
-        await self.service.reset(PLATFORM, str(interaction.channel_id), str(user.id),
-                                 user.display_name)  # fmt: skip
-        await interaction.response.send_message("Started a new conversation.", ephemeral=True)
+    async def _run(
+        self, command: Command, interaction: discord.Interaction, argument: str | None
+    ) -> None:
+        """One command of bot/commands: a slow one shows Discord's "thinking…" meanwhile."""
 
-    async def stop_command(self, interaction: discord.Interaction) -> None:
-        count = await self.service.cancel(
-            PLATFORM, str(interaction.channel_id), str(interaction.user.id)
+        async def progress(text: str) -> None:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+
+        user = interaction.user
+        asker = self._asker(user, interaction.channel_id)
+        call = CommandCall(
+            self.service, asker, user.display_name, (argument or "").strip(), PLACE, progress
         )
-        text = "Stopping." if count else "Nothing to stop."
-        await interaction.response.send_message(text, ephemeral=True)
-
-    @app_commands.describe(name="Model to switch to (admins only)")
-    async def model(self, interaction: discord.Interaction, name: str | None = None) -> None:
-        if not name:
-            await interaction.response.send_message(
-                f"Answering with {self.service.model}.", ephemeral=True
-            )
-            return
-        if interaction.user.id not in self.settings.discord_admin_ids:
-            await interaction.response.send_message(
-                "Only the bot's admins can switch models.", ephemeral=True
-            )
-            return
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            loaded = await self.service.switch_model(name)
-        except ParleyError as exc:
-            await interaction.followup.send(f"Could not switch: {exc}", ephemeral=True)
-            return
-        await interaction.followup.send(f"Now answering with {loaded}.", ephemeral=True)
-
-    async def model_names(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        names = offered_models(self.service.models_dir, self.service.model)
-        matching = [n for n in names if current.lower() in n.lower()][:25]
-        return [app_commands.Choice(name=n[-100:], value=n) for n in matching]
-
-    @app_commands.describe(text="New system prompt; 'reset' restores the default")
-    async def system(self, interaction: discord.Interaction, text: str | None = None) -> None:
-        user = interaction.user
-        if text is None:
-            current = await self.service.system_prompt_for(PLATFORM, str(user.id),
-                                                           user.display_name)  # fmt: skip
-            shown = current if len(current) <= SHOWN_PROMPT else current[:SHOWN_PROMPT] + "…"
-            await interaction.response.send_message(f"Your system prompt:\n{shown}",
-                                                    ephemeral=True)  # fmt: skip
-            return
-        if not is_valid_unicode(text):
-            await interaction.response.send_message(NOT_UNICODE, ephemeral=True)
-            return
-        prompt = None if text.strip().lower() == "reset" else text
-        await self.service.set_system_prompt(PLATFORM, str(user.id), user.display_name, prompt)
-        done = "back to the default" if prompt is None else "set"
-        await interaction.response.send_message(f"Your system prompt is {done}.", ephemeral=True)
-
-    async def help(self, interaction: discord.Interaction) -> None:
-        await interaction.response.send_message(HELP, ephemeral=True)
+        reply = await run_command(command, call, self.access)
+        if interaction.response.is_done():
+            await interaction.followup.send(reply.text, ephemeral=reply.private)
+        else:
+            await interaction.response.send_message(reply.text, ephemeral=reply.private)
 
     # ---- DMs and mentions ---------------------------------------------------------------
 
@@ -249,16 +220,16 @@ class DiscordAdapter:
             return
         direct = message.guild is None
         mentioned = self.settings.discord_reply_to_mentions and me in message.mentions
-        if not (direct or mentioned) or not self._allowed(message.author, message.channel.id):
+        if not (direct or mentioned):
             return
-        if await self.service.is_banned(PLATFORM, str(message.author.id)):
+        if await self.access.refusal(self._asker(message.author, message.channel.id)):
             return
         text = re.sub(rf"<@!?{me.id}>", "", message.content).strip()
         if not text:
             if message.attachments or message.stickers:
                 await message.reply(TEXT_ONLY, mention_author=False)
             return
-        surface = MessageSurface(message, self._stop_pressed)
+        surface = MessageSurface(message, self._button_pressed)
         try:
             await self.service.handle(
                 self._incoming(message.author, message.channel.id, text, surface, str(message.id))
@@ -278,8 +249,14 @@ class DiscordAdapter:
 
     # ---- shared -------------------------------------------------------------------------
 
-    async def _stop_pressed(self, interaction: discord.Interaction) -> None:
-        await self.service.cancel(PLATFORM, str(interaction.channel_id), str(interaction.user.id))
+    async def _button_pressed(self, interaction: discord.Interaction, data: str) -> None:
+        """A press of the button ``data`` names (bot/commands/buttons.py decides)."""
+        reply = await press_button(self.service, PLATFORM, str(interaction.channel_id),
+                                   str(interaction.user.id), data)  # fmt: skip
+        if reply is None or reply.quiet:
+            await interaction.response.defer()  # the answer shows it
+        else:
+            await interaction.response.send_message(reply.text, ephemeral=reply.private)
 
     def _incoming(
         self,

@@ -3,7 +3,7 @@ message (DMs and mentions), each with a Stop button while the answer is being wr
 
 Discord renders Markdown itself, so text goes out as is. Its 429s become ``RateLimited`` (the
 reply controller waits and sends the newest text); discord.py retries the ones that carry a
-``Via`` header by itself.
+``Via`` header by itself. Event-loop-only.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import TypeVar
 import aiohttp
 import discord
 
+from bot.commands.buttons import STOP, button_data
+from bot.commands.shape import Button
 from bot.replies.streamed_edits import RateLimited
 
 log = logging.getLogger(__name__)
@@ -26,37 +28,39 @@ EDIT_INTERVAL = 1.0  # Discord allows 5 edits per 5 s per message
 TOKEN_LIFETIME = 15 * 60.0  # an interaction token can edit its messages for 15 minutes
 TOKEN_MARGIN = 60.0
 TOKEN_LIFE = TOKEN_LIFETIME - TOKEN_MARGIN  # how long a reply edits through its token
-STOP_ID = "parley:stop"
 
 T = TypeVar("T")
-OnStop = Callable[[discord.Interaction], Awaitable[None]]
+OnPress = Callable[[discord.Interaction, str], Awaitable[None]]  # with the custom_id
 
 
-class StopView(discord.ui.View):
-    """One Stop button; only the person who asked may press it.
+class ButtonsView(discord.ui.View):
+    """The buttons under an answer (bot/commands/buttons.py), each pressed through ``on_press``
+    with its custom_id (who may press is decided there).
 
     Every edit sends a new view, and discord.py routes a press by custom_id to the view it
-    stored at the last edit's *response*. So one reply keeps one ``custom_id``: a press of the
-    button an edit just showed, before its response is in, reaches the previous view.
+    stored at the last edit's *response*. So one reply keeps one ``custom_id`` per button: a
+    press of the button an edit just showed, before its response is in, reaches the previous
+    view.
     """
 
-    def __init__(self, owner_id: int, on_stop: OnStop, custom_id: str) -> None:
+    def __init__(self, buttons: dict[Button, str], on_press: OnPress) -> None:
+        """``buttons``: each button with its custom_id."""
         super().__init__(timeout=None)
-        self.owner_id = owner_id
-        self.on_stop = on_stop
-        self.stop_button.custom_id = custom_id
+        for button, custom_id in buttons.items():
+            self.add_item(_PressableButton(button, custom_id, on_press))
 
-    @discord.ui.button(label="Stop", emoji="⏹", style=discord.ButtonStyle.secondary)
-    async def stop_button(
-        self, interaction: discord.Interaction, button: discord.ui.Button[StopView]
-    ) -> None:
-        if interaction.user.id != self.owner_id:
-            await interaction.response.send_message(
-                "Only the person who asked can stop this answer.", ephemeral=True
-            )
-            return
-        await interaction.response.defer()
-        await self.on_stop(interaction)
+
+class _PressableButton(discord.ui.Button[ButtonsView]):
+    def __init__(self, button: Button, custom_id: str, on_press: OnPress) -> None:
+        super().__init__(
+            label=button.label, emoji=button.emoji, custom_id=custom_id,
+            style=discord.ButtonStyle.secondary,
+        )  # fmt: skip
+        self.on_press = on_press
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        assert self.custom_id is not None
+        await self.on_press(interaction, self.custom_id)
 
 
 async def _call(request: Awaitable[T]) -> T:
@@ -88,18 +92,18 @@ class _Surface:
     min_edit_interval = EDIT_INTERVAL
     platform = "discord"  # for the metrics
 
-    def __init__(self, owner_id: int, on_stop: OnStop) -> None:
+    def __init__(self, owner_id: int, on_press: OnPress) -> None:
         self.owner_id = owner_id
-        self.on_stop = on_stop
+        self.on_press = on_press
         self.finishing = False
-        self.stop_id = f"parley-stop:{secrets.token_hex(8)}"
+        self.stop_id = button_data(STOP, owner_id, nonce=secrets.token_hex(8))
 
     def finish(self) -> None:
         """The final edits go out without the Stop button."""
         self.finishing = True
 
-    def _view(self) -> StopView | None:
-        return None if self.finishing else StopView(self.owner_id, self.on_stop, self.stop_id)
+    def _view(self) -> ButtonsView | None:
+        return None if self.finishing else ButtonsView({STOP: self.stop_id}, self.on_press)
 
 
 class MessageSurface(_Surface):
@@ -108,7 +112,7 @@ class MessageSurface(_Surface):
     def __init__(
         self,
         message: discord.Message | discord.PartialMessage | None,
-        on_stop: OnStop,
+        on_press: OnPress,
         *,
         owner_id: int | None = None,
         placeholder: discord.PartialMessage | None = None,
@@ -121,7 +125,7 @@ class MessageSurface(_Surface):
         if owner_id is None:
             assert isinstance(message, discord.Message)
             owner_id = message.author.id
-        super().__init__(owner_id, on_stop)
+        super().__init__(owner_id, on_press)
         self.message = message
         self.channel = channel or (message.channel if message is not None else None)
         self.sent: dict[str, discord.Message | discord.PartialMessage] = {}
@@ -177,11 +181,11 @@ class InteractionSurface(_Surface):
     def __init__(
         self,
         interaction: discord.Interaction,
-        on_stop: OnStop,
+        on_press: OnPress,
         clock: Callable[[], float] = time.monotonic,
         token_life: float = TOKEN_LIFE,
     ) -> None:
-        super().__init__(interaction.user.id, on_stop)
+        super().__init__(interaction.user.id, on_press)
         self.interaction = interaction
         self.clock = clock
         self.started = clock()
@@ -221,7 +225,7 @@ class InteractionSurface(_Surface):
             followup = self.interaction.followup
             await _call(followup.edit_message(int(target), content=text, view=view))
 
-    async def _edit_in_channel(self, message_id: str, text: str, view: StopView | None) -> None:
+    async def _edit_in_channel(self, message_id: str, text: str, view: ButtonsView | None) -> None:
         channel = self._channel()
         try:
             await _call(channel.get_partial_message(int(message_id)).edit(content=text, view=view))

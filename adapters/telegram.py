@@ -1,8 +1,9 @@
 """Telegram: python-telegram-bot handlers that parse an update and make one call to the bot.
 
 Private chats: every text message is a turn. Groups: only messages that mention the bot or
-reply to one of its messages (the mention is stripped). Commands: /start /help /reset /stop
-/model /system. Answers stream into an edited message with an inline Stop button.
+reply to one of its messages (the mention is stripped). Commands are bot/commands' (and /start,
+Telegram's first message, is /help); the command menu is generated from them. Answers stream
+into an edited message with an inline Stop button. Runs on the bot's event loop.
 """
 
 from __future__ import annotations
@@ -25,31 +26,33 @@ from telegram.ext import (
 )
 
 from adapters.telegram_http import AiohttpRequest
-from adapters.telegram_surface import STOP_PREFIX, ChatPacer, TelegramSurface
+from adapters.telegram_surface import BUTTON_DATA, ChatPacer, TelegramSurface
 from adapters.telegram_updates import PollingBot
+from bot.chat.access import Access, Asker
 from bot.chat.service import ChatService
+from bot.commands import (
+    COMMANDS,
+    CommandCall,
+    Place,
+    find_command,
+    press_button,
+    run_command,
+    split_command,
+)
+from bot.commands.texts import TEXT_ONLY
 from bot.errors import ConfigError, ParleyError
-from bot.incoming import NOT_UNICODE, Incoming, is_valid_unicode
+from bot.incoming import Incoming, is_valid_unicode
 from bot.replies.platform import PlatformReply
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "telegram"
-COMMANDS = [
-    BotCommand("help", "what I can do"),
-    BotCommand("reset", "start a new conversation"),
-    BotCommand("stop", "stop the answer being written"),
-    BotCommand("model", "show the model (admins: /model NAME switches)"),
-    BotCommand("system", "show or set your system prompt (/system reset clears it)"),
-]
-HELP = (
-    "I answer with a language model running on my operator's machine.\n"
-    "Talk to me in a private chat, or mention me / reply to me in a group.\n\n"
-    + "\n".join(f"/{c.command} — {c.description}" for c in COMMANDS)
+ALIASES = {"start": "help"}  # Telegram opens a bot's private chat with /start
+PLACE = Place(
+    message_limit=4096 // 2,  # Telegram counts UTF-16 units: an emoji may take two
+    how_to_talk="Talk to me in a private chat, or mention me / reply to me in a group.",
 )
-TEXT_ONLY = "I can only read text messages."
-SHOWN_PROMPT = 1900  # characters of a system prompt /system shows: 4096 UTF-16 units at worst
 POLL_HOLD = 0.02  # seconds the next long poll waits at most for the last one's updates
 Context = ContextTypes.DEFAULT_TYPE
 
@@ -61,6 +64,7 @@ class TelegramAdapter:
         assert settings.telegram_token is not None
         self.settings = settings
         self.service = service
+        self.access = Access.from_settings(settings, service)
         self.pacer = ChatPacer()
         base = settings.telegram_api_base_url.rstrip("/")
         # PTB's Bot, less what stops polling for good (adapters/telegram_updates.py)
@@ -91,16 +95,13 @@ class TelegramAdapter:
         """Every handler, in one place."""
         app = self.application
         new_messages = filters.UpdateType.MESSAGE
-        app.add_handler(CommandHandler(["start", "help"], self.on_help, filters=new_messages))
-        app.add_handler(CommandHandler("reset", self.on_reset, filters=new_messages))
-        app.add_handler(CommandHandler("stop", self.on_stop, filters=new_messages))
-        app.add_handler(CommandHandler("model", self.on_model, filters=new_messages))
-        app.add_handler(CommandHandler("system", self.on_system, filters=new_messages))
+        names = [command.name for command in COMMANDS] + list(ALIASES)
+        app.add_handler(CommandHandler(names, self.on_command, filters=new_messages))
         app.add_handler(
             MessageHandler(new_messages & filters.TEXT & ~filters.COMMAND, self.on_text)
         )
         app.add_handler(MessageHandler(new_messages & ~filters.TEXT, self.on_other))
-        app.add_handler(CallbackQueryHandler(self.on_stop_button, pattern=f"^{STOP_PREFIX}"))
+        app.add_handler(CallbackQueryHandler(self.on_button, pattern=BUTTON_DATA))
         app.add_error_handler(self.on_error)
 
     async def on_error(self, update: object, context: Context) -> None:
@@ -121,7 +122,9 @@ class TelegramAdapter:
             await self.application.bot.shutdown()
             where = self.settings.telegram_api_base_url
             raise ParleyError(f"cannot reach the Telegram Bot API at {where}: {exc}") from exc
-        await self.application.bot.set_my_commands(COMMANDS)
+        await self.application.bot.set_my_commands(
+            [BotCommand(command.name, command.description) for command in COMMANDS]
+        )
         await self.application.start()
         assert self.application.updater is not None
         await self.application.updater.start_polling(
@@ -139,20 +142,16 @@ class TelegramAdapter:
 
     # ---- access -----------------------------------------------------------------------
 
-    def _allowed(self, message: Message) -> bool:
-        users, chats = self.settings.telegram_allowed_users, self.settings.telegram_allowed_chats
+    def _asker(self, message: Message) -> Asker | None:
+        """Who sent ``message``, or None for no one the bot answers (channels, other bots)."""
         user = message.from_user
         if user is None or user.is_bot:
-            return False
-        extra = (PLATFORM, str(user.id)) in self.service.allowed_at_runtime
-        if users and user.id not in users and user.id not in self.settings.telegram_admin_ids:
-            return extra
-        return not chats or message.chat_id in chats
+            return None
+        return Asker(PLATFORM, str(user.id), str(message.chat_id))
 
-    def _is_admin(self, message: Message) -> bool:
-        return message.from_user is not None and (
-            message.from_user.id in self.settings.telegram_admin_ids
-        )
+    def _allowed(self, message: Message) -> bool:
+        asker = self._asker(message)
+        return asker is not None and self.access.may_talk(asker)
 
     def _addressed(self, message: Message) -> str | None:
         """The text meant for the bot, or None when a group message is not for it."""
@@ -192,78 +191,35 @@ class TelegramAdapter:
             return
         await message.reply_text(TEXT_ONLY)
 
-    async def on_help(self, update: Update, context: Context) -> None:
+    async def on_command(self, update: Update, context: Context) -> None:
+        """Any command of bot/commands; a refusal (quiet) leaves strangers unanswered."""
         message = update.effective_message
-        if message is not None and self._allowed(message):
-            await message.reply_text(HELP)
-
-    async def on_reset(self, update: Update, context: Context) -> None:
-        message = update.effective_message
-        if message is None or not self._allowed(message) or message.from_user is None:
+        if message is None or message.from_user is None or (asker := self._asker(message)) is None:
             return
-        await self.service.reset(
-            PLATFORM, str(message.chat_id), str(message.from_user.id), message.from_user.full_name
-        )
-        await message.reply_text("Started a new conversation.")
-
-    async def on_stop(self, update: Update, context: Context) -> None:
-        message = update.effective_message
-        if message is None or not self._allowed(message) or message.from_user is None:
+        name, argument = split_command(message.text or "") or ("", "")
+        command = find_command(ALIASES.get(name, name))
+        if command is None:
             return
-        stopped = await self.service.cancel(
-            PLATFORM, str(message.chat_id), str(message.from_user.id)
-        )
-        if not stopped:
-            await message.reply_text("Nothing to stop.")
 
-    async def on_stop_button(self, update: Update, context: Context) -> None:
+        async def progress(text: str) -> None:
+            await message.reply_text(text)
+
+        user_name = message.from_user.full_name
+        call = CommandCall(self.service, asker, user_name, argument, PLACE, progress)
+        reply = await run_command(command, call, self.access)
+        if not reply.quiet:
+            await message.reply_text(reply.text)
+
+    async def on_button(self, update: Update, context: Context) -> None:
+        """A press of a button under an answer: every press gets its answer (a toast)."""
         query = update.callback_query
         if query is None or query.message is None:
             return
-        owner = (query.data or "").removeprefix(STOP_PREFIX)
-        if owner != str(query.from_user.id):
-            await query.answer("Only the person who asked can stop this answer.")
-            return
-        await self.service.cancel(PLATFORM, str(query.message.chat.id), owner)
-        await query.answer("Stopping.")
-
-    async def on_model(self, update: Update, context: Context) -> None:
-        message = update.effective_message
-        if message is None or not self._allowed(message):
-            return
-        wanted = " ".join(context.args or []).strip()
-        if not wanted:
-            await message.reply_text(f"Answering with {self.service.model}.")
-            return
-        if not self._is_admin(message):
-            await message.reply_text("Only the bot's admins can switch models.")
-            return
-        await message.reply_text(f"Switching to {wanted}… replies being written finish first.")
-        try:
-            name = await self.service.switch_model(wanted)
-        except ParleyError as exc:
-            await message.reply_text(f"Could not switch: {exc}")
-            return
-        await message.reply_text(f"Now answering with {name}.")
-
-    async def on_system(self, update: Update, context: Context) -> None:
-        message = update.effective_message
-        if message is None or not self._allowed(message) or message.from_user is None:
-            return
-        user = message.from_user
-        # What follows "/system" (or "/system@bot"), after a space or a newline.
-        text = "".join((message.text or "").split(maxsplit=1)[1:]).strip()
-        if not is_valid_unicode(text):
-            await message.reply_text(NOT_UNICODE)
-        elif text.lower() == "reset":
-            await self.service.set_system_prompt(PLATFORM, str(user.id), user.full_name, None)
-            await message.reply_text("Your system prompt is back to the default.")
-        elif text:
-            await self.service.set_system_prompt(PLATFORM, str(user.id), user.full_name, text)
-            await message.reply_text("Your system prompt is set.")
-        else:
-            current = await self.service.system_prompt_for(PLATFORM, str(user.id), user.full_name)
-            await message.reply_text(f"Your system prompt:\n{_shown_prompt(current)}")
+        reply = await press_button(
+            self.service, PLATFORM, str(query.message.chat.id), str(query.from_user.id),
+            query.data or "",
+        )  # fmt: skip
+        await query.answer(reply.text if reply is not None else None)
 
     def _for_me(self, message: Message) -> bool:
         """Private chats, or group messages replying to the bot (mentions are checked apart)."""
@@ -312,10 +268,3 @@ def _reply(surface: TelegramSurface, resumed_in: str | None = None) -> PlatformR
         surface.resumed = resumed_in
         reply.resume_in(resumed_in)
     return reply
-
-
-def _shown_prompt(prompt: str) -> str:
-    """The prompt, cut to fit one Telegram message (a prompt set here can be 4096 long)."""
-    if len(prompt) <= SHOWN_PROMPT:
-        return prompt
-    return f"{prompt[:SHOWN_PROMPT]}… (and {len(prompt) - SHOWN_PROMPT} more characters)"

@@ -23,6 +23,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 from telegram.warnings import PTBUserWarning
 
 from adapters.telegram_format import to_html
+from bot.commands.buttons import BUTTONS, STOP, button_data
 from bot.replies.streamed_edits import RateLimited
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ NETWORK_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
 # first as a stray "…" for ever), while an edit is. The user sees the message as soon as
 # Telegram posts it; only its id, which the stream needs, waits.
 SEND_READ_TIMEOUT = 60.0
-STOP_PREFIX = "stop:"
+BUTTON_DATA = rf"^({'|'.join(button.id for button in BUTTONS)}):"  # a press of one of them
 
 T = TypeVar("T")
 
@@ -65,8 +66,9 @@ class ChatPacer:
 
 
 def stop_button(user_id: int) -> InlineKeyboardMarkup:
+    label = f"{STOP.emoji} {STOP.label}"
     return InlineKeyboardMarkup(
-        [[InlineKeyboardButton("⏹ Stop", callback_data=f"{STOP_PREFIX}{user_id}")]]
+        [[InlineKeyboardButton(label, callback_data=button_data(STOP, user_id))]]
     )
 
 

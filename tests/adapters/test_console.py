@@ -87,7 +87,7 @@ def test_history_survives_a_restart_and_reset_starts_afresh(tmp_path: Path) -> N
     assert first.returncode == again.returncode == fresh.returncode == 0
     ((remembered, _, _),) = stats(again.stdout)
     ((forgotten, _, _),) = stats(fresh.stdout)
-    assert "(new conversation)" in fresh.stdout
+    assert "Started a new conversation." in fresh.stdout
     assert remembered > forgotten + 5
 
 

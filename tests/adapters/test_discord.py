@@ -227,4 +227,4 @@ async def test_system_refuses_broken_text_and_shows_a_long_prompt_cut_to_fit(
         assert await bot.service.system_prompt_for("discord", str(ALICE), "a") != "be \ud800 brief"
         assert "is set" in await system("x" * 3000)
         shown = await system(None)
-        assert len(shown) <= 2000 and shown.endswith("…")
+        assert len(shown) <= 2000 and shown.endswith("more characters)")
