@@ -293,7 +293,7 @@ class ChatService(ServiceCalls):
         """Start, in fair order, every queued job an engine has room for right now (also
         from ``_accept``: a message that can start does so there, no dispatcher turn)."""
         while self._dispatcher is not None and (head := self.queue.peek()) is not None:
-            engine = self.engines.lease(_cache_key(head.payload))
+            engine = self.engines.lease(head.payload.cache_key)
             if engine is None:
                 return
             self._start(self.queue.take(), engine)
@@ -337,7 +337,7 @@ class ChatService(ServiceCalls):
             try:
                 if not held:  # the first engine was lost: any other with room
                     again = await self.engines.acquire(
-                        _cache_key(item), self.engine_wait, job.cancelled
+                        item.cache_key, self.engine_wait, job.cancelled
                     )
                     if again is None:  # stopped while it waited
                         await (self._pause(item) if item.paused else self._finish(item, STOPPED))
@@ -422,8 +422,3 @@ class ChatService(ServiceCalls):
         second refusal (the chat gone, the bot blocked) would come at every start."""
         mark = lambda: mark_shown(self.store, item.job)  # noqa: E731
         self._deliveries.start(item, outcome, mark, last_try=True)
-
-
-def _cache_key(item: WorkItem) -> str:
-    """The engine's name for the conversation's KV cache, and the pool's for its home."""
-    return f"conversation-{item.conversation.id}"

@@ -43,7 +43,7 @@ async def stream_answer(
         stream = engine.stream_chat(
             messages,
             sampling,
-            cache_key=f"conversation-{item.conversation.id}",
+            cache_key=item.cache_key,
             started=item.asking,
         )
         async for piece in stream:

@@ -46,6 +46,12 @@ class WorkItem:
         """Whose job it is: fairness and limits are per person, across all their chats."""
         return user_key(self.incoming.platform, self.incoming.user_id)
 
+    @property
+    def cache_key(self) -> str:
+        """The engine's name for the conversation's KV cache (``prompt_cache_key``), and the
+        engine pool's for the engine that holds it: one conversation, one name."""
+        return f"conversation-{self.conversation.id}"
+
 
 def describe(failure: BaseException | None) -> str | None:
     """What the user is told about a failed answer."""
