@@ -2,8 +2,8 @@
 
 Why an emulator and not mocks: streaming edits, the plain-text fallback and error handling only
 show against a server that answers like Telegram -- real long polling, per-chat message ids,
-"message is not modified", the 4096-character limit, entity parsing errors, 429s, a 502 from the
-proxy in front, a connection that drops. Point PTB at it with
+"message is not modified", the length limit (4096 UTF-16 units of visible text), entity parsing
+errors, 429s, a 502 from the proxy in front, a connection that drops. Point PTB at it with
 ``ApplicationBuilder().token(emu.token).base_url(f"{emu.base_url}/bot")
 .base_file_url(f"{emu.base_url}/file/bot")``.
 

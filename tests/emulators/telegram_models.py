@@ -370,7 +370,7 @@ def parse_text(text: str, parse_mode: str | None) -> tuple[str, list[Span]]:
         plain, spans = text, []
     if not plain.strip():
         raise bad_request("message text is empty")
-    if len(plain) > MAX_TEXT:
+    if utf16_len(plain) > MAX_TEXT:  # the visible text, counted as Telegram counts it
         raise bad_request("message is too long")
     return plain, spans
 

@@ -266,6 +266,22 @@ async def test_text_limits_and_parse_errors(emu: TelegramEmulator, bot: Bot) -> 
     assert (await bot.send_message(ALICE, "Done.")).text == "Done."
 
 
+async def test_the_length_limit_counts_utf16_units_of_the_visible_text(
+    emu: TelegramEmulator, bot: Bot
+) -> None:
+    """As Telegram counts it: UTF-16 code units (an emoji outside the BMP is two), of the text
+    left after entity parsing (tags and entities do not count)."""
+    assert (await bot.send_message(ALICE, "😀" * 2048)).text == "😀" * 2048  # 4096 units
+    with pytest.raises(BadRequest, match=r"^Message is too long$"):
+        await bot.send_message(ALICE, "😀" * 2048 + "a")
+    tagged = await bot.send_message(ALICE, "<b>" + "&lt;" * 4096 + "</b>", parse_mode="HTML")
+    assert tagged.text == "<" * 4096
+    with pytest.raises(BadRequest, match=r"^Message is too long$"):
+        # 4049 characters, 4098 units
+        await tagged.edit_text("<i>" + "日本" * 2000 + "🎉" * 49 + "</i>", parse_mode="HTML")
+    assert emu.messages[(ALICE, tagged.message_id)].texts == ["<b>" + "&lt;" * 4096 + "</b>"]
+
+
 async def test_raw_http_json_and_form_bodies_and_error_format(emu: TelegramEmulator) -> None:
     await emu.user_says("hi", chat_id=ALICE, user_id=ALICE)
     keyboard = {"inline_keyboard": [[{"text": "Stop", "callback_data": "stop"}]]}
