@@ -24,11 +24,15 @@ from telegram.warnings import PTBUserWarning
 
 from adapters.telegram_format import to_html
 from bot.commands.buttons import BUTTONS, STOP, button_data
+from bot.replies.split import utf16_units
 from bot.replies.streamed_edits import RateLimited
 
 log = logging.getLogger(__name__)
 
-LIMIT = 4000  # Telegram allows 4096 characters; keep a margin for emoji counted as two
+# Telegram allows 4096 UTF-16 units of visible text. The Markdown is measured before rendering,
+# which may lengthen it a little (a rule line, padded table columns): keep a margin. to_html
+# sends the Markdown as text where the rendering would still be too long.
+LIMIT = 4000
 EDIT_INTERVAL = 1.0  # seconds between updates of one chat
 NETWORK_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
 # How long a sendMessage may take to answer. Not the 5 s other calls get: a send is not safe
@@ -76,6 +80,7 @@ class TelegramSurface:
     """Messages of one answer in one chat. Event-loop-only."""
 
     limit = LIMIT
+    length = staticmethod(utf16_units)  # how Telegram measures a message
     min_edit_interval = EDIT_INTERVAL
     platform = "telegram"  # for the metrics
 

@@ -6,21 +6,51 @@ anywhere. Each platform message is rendered on its own, so a Markdown code fence
 is closed at the end of the chunk and reopened, with the same info string, at the next one.
 Fences follow CommonMark: a line of at most three spaces, three or more backticks and an info
 string without backticks opens one; a line of at least as many backticks and nothing else closes.
+
+Lengths are measured the way the platform counts them (``Length``): Discord counts characters
+(code points, ``characters``), Telegram UTF-16 code units (``utf16_units``: an emoji outside the
+BMP is two). The measure is a parameter of every function here, so one splitter serves both.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-MIN_LIMIT = 64  # characters: room for a fence line, its closer and some text
+Length = Callable[[str], int]  # how a platform measures a message's length
+MIN_LIMIT = 64  # length units: room for a fence line, its closer and some text
 CURSOR = " ▌"  # shown after the text while the answer is still being generated
 BLANK = "…"  # stands in for a whitespace-only message, which platforms reject
 
 _FENCE_LINE = re.compile(r" {0,3}(`{3,})(.*)")
 _FENCE_START = re.compile(r" {0,3}```")
 _AWKWARD = 9  # rank of a cut that leaves an empty code block or breaks a fence line
+
+
+def characters(text: str) -> int:
+    """Length in code points (Discord, terminals)."""
+    return len(text)
+
+
+def utf16_units(text: str) -> int:
+    """Length in UTF-16 code units, as Telegram counts it."""
+    return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
+
+
+def fit(text: str, room: int, length: Length) -> int:
+    """The most code points of ``text`` whose length is at most ``room``."""
+    if length(text) <= room:
+        return len(text)
+    low, high = 0, min(len(text), room)  # no measure here counts a code point as less than 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if length(text[:middle]) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 class Fence(NamedTuple):
@@ -49,11 +79,11 @@ def _scan(fence: Fence | None, text: str) -> Fence | None:
     return fence
 
 
-def _reopener(fence: Fence | None, limit: int) -> tuple[str, Fence | None]:
+def _reopener(fence: Fence | None, limit: int, length: Length) -> tuple[str, Fence | None]:
     """The line that reopens ``fence`` at the top of a chunk, and the fence it opens."""
     if fence is None:
         return "", None
-    if 2 * len(fence.marker) + len(fence.info) + 2 > limit // 4:
+    if 2 * len(fence.marker) + length(fence.info) + 2 > limit // 4:
         fence = Fence("```", "")  # an absurdly long fence line would crowd out the text
     return f"{fence.marker}{fence.info}\n", fence
 
@@ -79,29 +109,31 @@ class Chunk:
         return self.head + self.body + self.tail
 
 
-def split_chunks(text: str, limit: int) -> list[Chunk]:
-    """Split ``text`` into non-empty chunks whose ``text`` is at most ``limit`` characters.
+def split_chunks(text: str, limit: int, length: Length = characters) -> list[Chunk]:
+    """Split ``text`` into non-empty chunks whose ``text`` has at most ``limit`` ``length``.
 
     Exact: ``"".join(c.body for c in chunks) == text`` (whitespace at a cut stays at the end of
     the earlier chunk). Every chunk's fences are balanced. Empty text gives no chunks.
     """
     if limit < MIN_LIMIT:
-        raise ValueError(f"message limit must be at least {MIN_LIMIT} characters, got {limit}")
-    return [chunk for chunk, _ in split_parts(text, limit, None)]
+        raise ValueError(f"message limit must be at least {MIN_LIMIT}, got {limit}")
+    return [chunk for chunk, _ in split_parts(text, limit, None, length)]
 
 
-def split_message(text: str, limit: int) -> list[str]:
-    """The texts of ``split_chunks(text, limit)``: what to post, in order."""
-    return [chunk.text for chunk in split_chunks(text, limit)]
+def split_message(text: str, limit: int, length: Length = characters) -> list[str]:
+    """The texts of ``split_chunks(text, limit, length)``: what to post, in order."""
+    return [chunk.text for chunk in split_chunks(text, limit, length)]
 
 
-def split_parts(text: str, limit: int, fence: Fence | None) -> list[tuple[Chunk, Fence | None]]:
+def split_parts(
+    text: str, limit: int, fence: Fence | None, length: Length = characters
+) -> list[tuple[Chunk, Fence | None]]:
     """Chunks of ``text``, which starts inside ``fence``, each with the fence open after it."""
     out: list[tuple[Chunk, Fence | None]] = []
     pos = 0
     while pos < len(text):
-        head, fence = _reopener(fence, limit)
-        size, after = _cut(text[pos:], limit - len(head), fence)
+        head, fence = _reopener(fence, limit, length)
+        size, after = _cut(text[pos:], limit - length(head), fence, length)
         body = text[pos : pos + size]
         out.append((Chunk(head, body, _closer(after, body)), after))
         pos += size
@@ -109,14 +141,15 @@ def split_parts(text: str, limit: int, fence: Fence | None) -> list[tuple[Chunk,
     return out
 
 
-def _cut(rest: str, room: int, fence: Fence | None) -> tuple[int, Fence | None]:
-    """The length of the next chunk's body (its closer must fit in ``room`` too) and the fence
-    open after it."""
-    if len(rest) <= room:
+def _cut(rest: str, room: int, fence: Fence | None, length: Length) -> tuple[int, Fence | None]:
+    """The size (in code points) of the next chunk's body, whose length with its closer fits
+    in ``room``, and the fence open after it."""
+    size = fit(rest, room, length)
+    if size == len(rest):
         after = _scan(fence, rest)
-        if len(rest) + len(_closer(after, rest)) <= room:
+        if length(rest) + len(_closer(after, rest)) <= room:
             return len(rest), after
-    window = _Window(rest, room, fence)
+    window = _Window(rest, size, fit(rest, room // 2, length), fence)
     best, best_rank, best_after = 0, _AWKWARD + 1, fence
     line = len(window.starts) - 1
     for end in range(window.size, 0, -1):
@@ -128,7 +161,7 @@ def _cut(rest: str, room: int, fence: Fence | None) -> tuple[int, Fence | None]:
         if rank >= best_rank:
             continue
         after = window.state_at(end, line)
-        if end + len(_closer(after, rest[end - 1])) > room:
+        if length(rest[:end]) + len(_closer(after, rest[end - 1])) > room:
             continue
         best, best_rank, best_after = end, rank, after
         if rank == 0:
@@ -140,10 +173,11 @@ def _cut(rest: str, room: int, fence: Fence | None) -> tuple[int, Fence | None]:
 class _Window:
     """The text one chunk may take, with the fence open at each line start, to choose a cut."""
 
-    def __init__(self, rest: str, room: int, fence: Fence | None) -> None:
+    def __init__(self, rest: str, size: int, half: int, fence: Fence | None) -> None:
+        """``size``: the most code points the chunk may take; ``half``: half of its room."""
         self.rest = rest
-        self.size = min(room, len(rest))
-        self.half = room // 2
+        self.size = size
+        self.half = half
         self.starts: list[int] = []
         self.states: list[Fence | None] = []  # the fence open at the start of each line
         offset = 0
@@ -186,10 +220,10 @@ def visible(text: str) -> str:
     return text if text.strip() else BLANK
 
 
-def live_text(chunk: Chunk, after: Fence | None, limit: int) -> str:
+def live_text(chunk: Chunk, after: Fence | None, limit: int, length: Length = characters) -> str:
     """A chunk still being written, with the cursor; without it where it would not fit or would
     turn a fence line into something else. A fence open at the end is closed after the cursor."""
     live = chunk.head + chunk.body + CURSOR + _closer(after, CURSOR)
-    if len(live) > limit or _FENCE_START.match(chunk.body, chunk.body.rfind("\n") + 1):
+    if length(live) > limit or _FENCE_START.match(chunk.body, chunk.body.rfind("\n") + 1):
         return chunk.text
     return live

@@ -16,7 +16,16 @@ from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
 
 from bot.metrics import METRICS
-from bot.replies.split import MIN_LIMIT, Fence, live_text, split_parts, visible
+from bot.replies.split import (
+    MIN_LIMIT,
+    Fence,
+    Length,
+    characters,
+    fit,
+    live_text,
+    split_parts,
+    visible,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +63,13 @@ class ReplySurface(Protocol):
     """What an adapter implements for one reply (one user message being answered).
 
     The first message (the placeholder) is created by the adapter before the reply starts.
+    A surface may also have ``length``, a ``bot.replies.split.Length``: how the platform
+    measures ``limit`` (Telegram: UTF-16 units); without one, characters (code points).
     """
 
     @property
     def limit(self) -> int:
-        """Most characters (code points: leave a margin where the platform counts UTF-16
-        units) in one platform message."""
+        """The longest message the platform takes, measured by the surface's ``length``."""
 
     @property
     def min_edit_interval(self) -> float:
@@ -96,6 +106,7 @@ class StreamedReply:
             raise ValueError(f"message limit must be at least {MIN_LIMIT}, got {surface.limit}")
         self._surface = surface
         self._limit = surface.limit
+        self._length: Length = getattr(surface, "length", characters)
         self._clock = clock
         self._sleep = sleep
         self._deltas: list[str] = []
@@ -204,13 +215,16 @@ class StreamedReply:
         final, text = self._final, self.text
         if final is None and len(text) <= self._base:
             if self._status is not None:
-                await self._show(visible(self._status[: self._limit]))
+                status = self._status[: fit(self._status, self._limit, self._length)]
+                await self._show(visible(status))
             return
         full = text if final is None else final
-        parts = split_parts(full[self._base :], self._limit, self._fence)
+        parts = split_parts(full[self._base :], self._limit, self._fence, self._length)
         for index, (chunk, after) in enumerate(parts):
             if index == len(parts) - 1:
-                shown = chunk.text if final is not None else live_text(chunk, after, self._limit)
+                shown = chunk.text
+                if final is None:
+                    shown = live_text(chunk, after, self._limit, self._length)
                 await self._show(visible(shown))
                 return
             await self._show(visible(chunk.text))
