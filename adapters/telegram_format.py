@@ -1,81 +1,93 @@
-"""The model's Markdown as Telegram HTML, safe for any prefix of a streamed answer.
+"""The model's Markdown as Telegram HTML (parse_mode HTML), for every prefix of a streamed answer.
 
-Telegram rejects a message whose entities do not parse, and a streamed answer is cut at
-arbitrary points. So only *complete* constructs become tags (a lone ``**`` or an unclosed
-backtick stays literal), an unclosed code fence is closed here, and everything else is
-HTML-escaped: the output is always balanced.
+Rendering is markdown-it-py's parse (``telegram_render``), so whatever the model writes, and
+wherever a streamed answer is cut, the output is what a CommonMark parser makes of it: tags are
+balanced and of Telegram's set by construction, an unfinished ``**bol`` stays literal until it
+closes, an open code fence is a ``<pre>`` of the code so far.
+
+A streamed answer is rendered again on every edit, so this module owns a cache that makes one
+render cost about its last block: the text is cut into independent segments (at a blank line
+followed by a line that cannot continue anything before it) and each segment's HTML is cached
+(a text that defines link references, which reach across segments, is rendered whole).
+It also owns the guard on Telegram's limit, which applies to the visible text (after entity
+parsing, in UTF-16 units): a rendering longer than that (padded table columns can be) or
+empty is replaced by the escaped Markdown, which the splitter kept within the limit.
+Runs on the bot's event loop.
 """
 
 from __future__ import annotations
 
 import html
+import itertools
 import re
+from functools import lru_cache
 
-_FENCE = re.compile(r"^ {0,3}```([\w+#.-]*)[^\n`]*$")
-_INLINE = re.compile(
-    r"`([^`\n]+)`"  # code
-    r"|\*\*(?=\S)(.+?)(?<=\S)\*\*"  # bold
-    r"|__(?=\S)(.+?)(?<=\S)__"  # bold
-    r"|(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])"  # italic
-    r"|(?<![\w_])_(?=[^\s_])(.+?)(?<=[^\s_])_(?![\w_])"  # italic
-    r"|~~(?=\S)(.+?)(?<=\S)~~"  # strikethrough
-    r"|\[([^\]\n]+)\]\((https?://[^\s)]+)\)"  # link
-)
-_HEADING = re.compile(r"^#{1,6}\s+(.+)$")
+from adapters.telegram_render import render
+from bot.replies.split import utf16_units
+
+MAX_UNITS = 4096  # Telegram's limit on a message's visible text, in UTF-16 code units
+_LIST_MARKER = re.compile(r"(?:[-+*]|\d{1,9}[.)])(?:[ \t]|$)")
+_FENCE = re.compile(r"(`{3,}|~{3,})(.*)")
+_INDENTED_FENCE = re.compile(r"[ \t]+(?:`{3}|~{3})")
+_TAG = re.compile(r"<[^>]*>")
 
 
 def to_html(markdown: str) -> str:
-    """Render Markdown (as chat models write it) to Telegram's HTML subset."""
-    out: list[str] = []
-    code: list[str] | None = None
-    language = ""
-    for line in markdown.split("\n"):
-        fence = _FENCE.match(line)
-        if code is None and fence:
-            code, language = [], fence.group(1)
-        elif code is not None and line.strip().startswith("```") and not line.strip("` "):
-            out.append(_pre(code, language))
-            code = None
-        elif code is not None:
-            code.append(line)
-        else:
-            out.append(_line(line))
-    if code is not None:
-        out.append(_pre(code, language))
-    return "\n".join(out)
+    """Telegram HTML for ``markdown``, whose visible text is non-empty and within the limit."""
+    parts = [_render_cached(segment) for segment in segments(markdown)]
+    if len(parts) > 1 and any(references for _, references in parts):
+        parts = [render(markdown)]  # a definition changes links in other segments
+    rendered = "\n\n".join(filter(None, (piece for piece, _ in parts)))
+    shown = html.unescape(_TAG.sub("", rendered))
+    if not shown.strip() or utf16_units(shown) > MAX_UNITS:
+        return html.escape(markdown, quote=False)
+    return rendered
 
 
-def _pre(lines: list[str], language: str) -> str:
-    body = html.escape("\n".join(lines), quote=False)
-    if language:
-        return f'<pre><code class="language-{html.escape(language)}">{body}</code></pre>'
-    return f"<pre>{body}</pre>"
+def render_whole(markdown: str) -> str:
+    """``to_html`` without segments, cache or guard (what the segments must add up to)."""
+    return render(markdown)[0]
 
 
-def _line(line: str) -> str:
-    heading = _HEADING.match(line)
-    if heading:
-        return f"<b>{_inline(heading.group(1))}</b>"
-    return _inline(line)
+@lru_cache(maxsize=1024)
+def _render_cached(segment: str) -> tuple[str, bool]:
+    return render(segment)
 
 
-def _inline(text: str) -> str:
-    parts: list[str] = []
-    position = 0
-    for match in _INLINE.finditer(text):
-        parts.append(html.escape(text[position : match.start()], quote=False))
-        parts.append(_tag(match))
-        position = match.end()
-    parts.append(html.escape(text[position:], quote=False))
-    return "".join(parts)
+def segments(markdown: str) -> list[str]:
+    """``markdown`` cut before lines that start a new top-level block whatever came before.
+
+    Such a line follows a blank line, starts at column 0, is no list item (it could continue
+    a list) and is not inside a fenced code block. Fences are followed at column 0 only, so
+    the first indented fence line (one in a list item) ends the cutting.
+    """
+    text = markdown.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    cuts = [0]
+    offset = 0
+    fence: tuple[str, int] | None = None  # the open fence's character and run length
+    blank = False
+    for line in lines:
+        starts = blank and line[:1] not in ("", " ", "\t") and not _LIST_MARKER.match(line)
+        if fence is None and starts:
+            cuts.append(offset)
+        if _INDENTED_FENCE.match(line):
+            break
+        fence = _fence_after(fence, line)
+        blank = not line.strip(" \t")
+        offset += len(line) + 1
+    cuts.append(len(text))
+    return [text[start:end] for start, end in itertools.pairwise(cuts) if end > start]
 
 
-def _tag(match: re.Match[str]) -> str:
-    code, bold, bold2, italic, italic2, strike, label, url = match.groups()
-    if code is not None:
-        return f"<code>{html.escape(code, quote=False)}</code>"
-    if label is not None:
-        return f'<a href="{html.escape(url)}">{_inline(label)}</a>'
-    inner = bold or bold2 or italic or italic2 or strike
-    tag = "b" if (bold or bold2) else "i" if (italic or italic2) else "s"
-    return f"<{tag}>{_inline(inner)}</{tag}>"
+def _fence_after(fence: tuple[str, int] | None, line: str) -> tuple[str, int] | None:
+    """The fence open after a column-0 ``line`` (CommonMark's rules for backticks and tildes)."""
+    match = _FENCE.match(line)
+    if match is None:
+        return fence
+    run, info = match.groups()
+    if fence is None:
+        return None if run[0] == "`" and "`" in info else (run[0], len(run))
+    if run[0] == fence[0] and len(run) >= fence[1] and not info.strip(" \t"):
+        return None
+    return fence
