@@ -22,6 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.admin.api import admin_socket_path, serve_admin, token_path
+from bot.chat.access import LIST_SETTINGS, admin_keys, open_to_anyone
 from bot.chat.limits import UserLimits
 from bot.chat.resume import resume_jobs
 from bot.chat.service import ChatService
@@ -268,14 +269,6 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def admin_keys(settings: Settings) -> frozenset[str]:
-    """The platforms' admins, as the service names people ("platform:id")."""
-    return frozenset(
-        [f"telegram:{i}" for i in settings.telegram_admin_ids]
-        + [f"discord:{i}" for i in settings.discord_admin_ids]
-    )
-
-
 class PlatformAdapter(Protocol):
     platform: str
 
@@ -302,6 +295,11 @@ async def run_platforms(
         from adapters.discord import DiscordAdapter
 
         adapters.append(DiscordAdapter(settings, service))
+    for platform in open_to_anyone(settings):
+        log.warning(
+            "%s: anyone may talk to the bot and spend this machine's compute; set %s to "
+            "choose who may", platform.capitalize(), LIST_SETTINGS[platform],
+        )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -77,6 +77,24 @@ def platform_rules(settings: Settings) -> dict[str, PlatformRules]:
     }
 
 
+# The settings that close each platform to strangers, for the warning ``open_to_anyone`` feeds.
+LIST_SETTINGS = {
+    "telegram": "TELEGRAM_ALLOWED_USERS or TELEGRAM_ALLOWED_CHATS",
+    "discord": "DISCORD_ALLOWED_USERS, DISCORD_ALLOWED_ROLES or DISCORD_ALLOWED_CHANNELS",
+}
+
+
+def open_to_anyone(settings: Settings) -> list[str]:
+    """The platforms with a token whose lists let anyone in: no users, roles or chats listed,
+    so whoever finds the bot may use it and spend this machine's compute."""
+    rules = platform_rules(settings)
+    return [
+        platform
+        for platform in settings.platform_tokens
+        if not (rules[platform].users or rules[platform].roles or rules[platform].chats)
+    ]
+
+
 def admin_keys(settings: Settings) -> frozenset[str]:
     """Every platform's admins as user keys (no limit applies to them)."""
     return frozenset(

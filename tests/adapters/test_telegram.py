@@ -323,3 +323,5 @@ async def test_parley_run_answers_on_telegram_and_stops_cleanly_on_sigterm(
         assert code == 0
         stderr = (await bot.stderr.read()).decode() if bot.stderr else ""
         assert emu.token not in stderr
+        # no TELEGRAM_ALLOWED_USERS/CHATS: the operator is told anyone may use it (issue 29)
+        assert "Telegram: anyone may talk to the bot" in stderr

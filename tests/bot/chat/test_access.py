@@ -12,6 +12,7 @@ from bot.chat.access import (
     Asker,
     PlatformRules,
     admin_keys,
+    open_to_anyone,
     platform_rules,
     split_user_key,
     user_key,
@@ -81,3 +82,14 @@ def test_the_settings_lists_and_the_user_key() -> None:
     assert user_key("discord", "2") == "discord:2"
     assert split_user_key("discord:2") == ("discord", "2")
     assert split_user_key("discord") is None and split_user_key(":2") is None
+
+
+def test_a_platform_without_lists_is_open_to_anyone() -> None:
+    both = {"telegram_token": "1:tok", "discord_token": "d-token"}
+    assert open_to_anyone(load_settings(**both)) == ["discord", "telegram"]
+    closed = load_settings(**both, telegram_allowed_chats="-100", discord_allowed_roles="9")
+    assert open_to_anyone(closed) == []
+    assert open_to_anyone(load_settings(telegram_allowed_users="5")) == []  # no token: no bot
+    assert open_to_anyone(load_settings(telegram_token="1:tok", discord_allowed_users="5")) == [
+        "telegram"
+    ]
