@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import pytest
 
+from bot.commands.texts import NEW_CONVERSATION
 from bot.settings import Settings
 from tests.adapters.bad_input_checks import Stored, check_prompt, first_turn, stored
 from tests.adapters.telegram_harness import TelegramBot, is_final, plain, telegram_bot
@@ -356,7 +357,7 @@ def console_runs(
     result = _finish(corpus)
     output = result.stdout.decode("utf-8", "replace")
     conversations = [c for c in stored(base / "corpus" / "parley.db", "conversation").values()]
-    run = ConsoleRun(result, output.split("(new conversation)\n")[1:], conversations)
+    run = ConsoleRun(result, output.split(f"{NEW_CONVERSATION}\n")[1:], conversations)
     yield run, [_finish(p) for p in systems], [base / f"system{i}" / "parley.db"
                                                for i in range(len(systems))]  # fmt: skip
 
