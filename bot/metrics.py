@@ -23,17 +23,12 @@ from prometheus_client import (
     Counter,
     Histogram,
     ProcessCollector,
-    disable_created_metrics,
-    generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-# no `*_created` series beside every counter and histogram: nothing here reads them
-disable_created_metrics()  # type: ignore[no-untyped-call]
+from common.prometheus import CONTENT_TYPE, exposition
 
-# the text format's media type, which every Prometheus version scrapes
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)  # seconds
 Labels = tuple[tuple[str, str], ...]
 
@@ -202,7 +197,7 @@ def create_metrics_app(
     scraped.register(LiveCollector(live))
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(scraped), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(body=exposition(scraped), headers={"Content-Type": CONTENT_TYPE})
 
     async def healthz(request: web.Request) -> web.Response:
         if "ready" not in request.query:

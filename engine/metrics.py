@@ -15,20 +15,14 @@ from prometheus_client import (
     Counter,
     Histogram,
     ProcessCollector,
-    disable_created_metrics,
-    generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from common.prometheus import exposition
 from engine.kv_spill import SpillCache
 from engine.requests import Usage
 
-# no `*_created` series beside every counter and histogram: nothing here reads them
-disable_created_metrics()  # type: ignore[no-untyped-call]
-
-# the text format's media type, which every Prometheus version scrapes
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # how a request can end: each is shown from 0 on, so rate() sees the first one
 REASONS = ("stop", "length", "cancelled", "error")
 
@@ -117,4 +111,4 @@ class EngineMetrics:
             self.decode_rate.observe(usage.decode_per_second)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return exposition(self.registry)

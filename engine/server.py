@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from common.prometheus import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine.api import (
     ChatCompletionRequest,
     Completion,
@@ -32,7 +33,6 @@ from engine.api import (
 )
 from engine.errors import EngineError, RequestError
 from engine.log_context import echo_request_id, request_id_middleware
-from engine.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from engine.metrics import EngineMetrics
 from engine.requests import Delta, Event, Failed, Finished, Usage
 from engine.runtime import EngineRuntime
