@@ -19,6 +19,9 @@ LLAMA_WHEEL    = $(firstword $(wildcard $(WHEELS)/llama_cpp_python-$(LLAMA_VERSI
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@test -n "$(LLAMA_WHEEL)" || echo "Compiling llama-cpp-python $(LLAMA_VERSION) (llama.cpp, the \
+	inference library) from source: about 10 minutes on 2 cores, once; the wheel is kept in \
+	$(WHEELS) for every later setup. Flags: $(or $(LLAMA_CFLAGS) $(CMAKE_ARGS),none)."
 	test -n "$(LLAMA_WHEEL)" || CFLAGS="$(LLAMA_CFLAGS)" CXXFLAGS="$(LLAMA_CFLAGS)" \
 		$(BIN)/python -m pip wheel --quiet --no-cache-dir --no-deps -w $(WHEELS) \
 		llama-cpp-python==$(LLAMA_VERSION)
