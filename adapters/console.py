@@ -21,6 +21,7 @@ from typing import TextIO
 from bot.chat.access import Access, Asker
 from bot.chat.service import ChatService
 from bot.commands import CommandCall, Place, find_command, run_command, split_command
+from bot.engines.client import ModelCard, Sampling
 from bot.incoming import Incoming, Outcome
 
 PLATFORM = "console"
@@ -82,6 +83,37 @@ class ConsoleReply:
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()
         self.done.set()
+
+
+def startup_lines(card: ModelCard, sampling: Sampling) -> list[str]:
+    """The seed's lines before the first prompt: the model as loaded, the CPU features in use
+    and the sampling settings (an engine that says less gets fewer details)."""
+    d = card.details
+    model = f"model: {card.name}"
+    shape = [str(d[k]) for k in ("architecture", "quantization") if d.get(k)]
+    if d.get("size_bytes"):
+        shape.append(f"{int(d['size_bytes']) / 2**20:.1f} MiB")
+    if d.get("tensor_count"):
+        shape.append(f"{d['tensor_count']} tensors")
+    if shape:
+        model += f" ({', '.join(shape)})"
+    if d.get("load_seconds") is not None:
+        model += f", loaded in {float(d['load_seconds']):.2f} s"
+    context = f"context: {card.n_ctx} tokens" if card.n_ctx else "context: unknown"
+    if d.get("n_ctx_train"):
+        context += f" (trained on {d['n_ctx_train']})"
+    if d.get("template_source"):
+        context += f"; chat template: {d['template_source']}"
+    lines = [model, context]
+    if d.get("cpu_features"):
+        lines.append("CPU: " + " ".join(str(f) for f in d["cpu_features"]))
+    seed = "random" if sampling.seed is None else str(sampling.seed)
+    lines.append(
+        f"sampling: temperature {sampling.temperature}, top_p {sampling.top_p}, top_k "
+        f"{sampling.top_k}, min_p {sampling.min_p}, repeat_penalty {sampling.repeat_penalty} "
+        f"(last {sampling.repeat_last_n}), up to {sampling.max_tokens} tokens, seed {seed}"
+    )
+    return lines
 
 
 def stats_lines(outcome: Outcome) -> list[str]:

@@ -96,6 +96,7 @@ class Model:
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self._pieces: dict[int, bytes] = {}
         self.token_cache = TokenCache()
+        self.load_seconds = 0.0  # set by ``load``
 
     @classmethod
     def load(
@@ -125,6 +126,7 @@ class Model:
         except Exception:
             ll.llama_model_free(ptr)
             raise
+        model.load_seconds = load_s
         log_load(model.info, load_s, params.n_gpu_layers)
         return model
 
@@ -267,6 +269,14 @@ def default_gpu_layers() -> int:
 def system_info() -> str:
     """llama.cpp's CPU/GPU feature line (AVX2, F16C, NEON, CUDA...)."""
     return bytes(ll.llama_print_system_info()).decode("utf-8", "replace").strip()
+
+
+def cpu_features() -> list[str]:
+    """The CPU features this llama.cpp build uses ("AVX2", "FMA", ...), from its system info
+    (``CPU : SSE3 = 1 | AVX = 1 | ...``): what the seed's terminal chat printed at start."""
+    info = ll.llama_print_system_info().decode(errors="replace")
+    pairs = (part.split("=") for part in info.replace("CPU :", "").split("|"))
+    return [name.strip() for name, *value in pairs if value and value[0].strip() == "1"]
 
 
 def log_load(info: ModelInfo, load_s: float, n_gpu_layers: int) -> None:

@@ -34,6 +34,7 @@ from engine.api import (
 from engine.errors import EngineError, RequestError
 from engine.log_context import echo_request_id, request_id_middleware
 from engine.metrics import EngineMetrics
+from engine.model import cpu_features
 from engine.requests import Delta, Event, Failed, Finished, Usage
 from engine.runtime import EngineRuntime
 
@@ -366,6 +367,9 @@ def _model_card(runtime: EngineRuntime) -> dict[str, Any]:
         "n_params": info.n_params,
         "size_bytes": info.size_bytes,
         "template_source": info.template_source,
+        "tensor_count": info.tensor_count,
+        "load_seconds": round(runtime.model.load_seconds, 2),
+        "cpu_features": cpu_features(),
         "eog_ids": list(info.eog_ids),
         "slots": runtime.core.backend.n_seq,
         "kv_cache_bytes": runtime.core.backend.kv_bytes,

@@ -122,7 +122,7 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
 
 async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
     from adapters.console import PLATFORM as CONSOLE
-    from adapters.console import Console
+    from adapters.console import Console, startup_lines
     from bot.chat.resume import resume_jobs
     from bot.settings import load_settings
     from parley.app import Parley, SessionOverrides, run_platforms, sampling_from
@@ -163,6 +163,9 @@ async def _chat_or_run(command: str, options: argparse.Namespace) -> int:
             return await run_platforms(settings, service, app.admin_info)
         # an earlier terminal session's unfinished answer cannot be shown again: close it
         await resume_jobs(service, CONSOLE, lambda *_: None, settings.resume_max_age)
+        assert app.engines is not None and overrides.sampling is not None
+        card = await app.engines.primary.client.model()
+        print("\n".join(startup_lines(card, overrides.sampling)), file=sys.stderr, flush=True)
         return await Console(service, app.model_name).run()
 
 

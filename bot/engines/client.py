@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
@@ -50,6 +50,8 @@ class Health:
 class ModelCard:
     name: str
     n_ctx: int
+    # What Parley's engine also says of it (others: absent), for ``parley chat``'s start-up lines.
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class EngineClient:
         card = next((c for c in cards if c.get("id") == self.model_name), None)
         card = card or (cards[0] if cards else {"id": self.model_name or "unknown"})
         n_ctx = card.get("n_ctx") or card.get("max_model_len") or 0
-        return ModelCard(name=str(card["id"]), n_ctx=int(n_ctx))
+        return ModelCard(name=str(card["id"]), n_ctx=int(n_ctx), details=card)
 
     async def fetch(self, path: str) -> tuple[int, Any]:
         """GET ``path``: its status and JSON body (None if it is not JSON), for probing what

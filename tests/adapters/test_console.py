@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters.console import startup_lines
+from bot.engines.client import ModelCard, Sampling
 from bot.errors import EX_CONFIG
 from tests.engine_process import ROOT
 
@@ -71,6 +73,13 @@ def test_piped_chat_answers_prints_speeds_and_remembers_the_first_turn(tmp_path:
     assert len(turns) == 2, result.stdout
     (prompt1, _, generated1), (prompt2, cached2, _) = turns
     assert 0 < generated1 <= 16
+    # the seed's start-up lines, before the first prompt (on stderr: stdout is the chat)
+    assert re.search(r"^model: demo \(\w+, \w+, [\d.]+ MiB, \d+ tensors\), loaded in [\d.]+ s$",
+                     result.stderr, re.M), result.stderr  # fmt: skip
+    start = result.stderr
+    assert "context: 1024 tokens (trained on " in start and "chat template: " in start
+    assert re.search(r"^CPU: \w+", start, re.M)
+    assert "sampling: temperature 0.0, top_p 0.95" in start and "up to 16 tokens" in start
     assert prompt2 > prompt1 + 3  # the second prompt carries the first exchange...
     assert cached2 >= prompt1  # ...and reuses its cache
     with sqlite3.connect(tmp_path / "parley.db") as db:
@@ -150,7 +159,8 @@ def test_an_unreachable_default_model_falls_back_to_demo(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "Qwen2.5-1.5B-Instruct-GGUF" in result.stderr
     assert "using the demo model instead" in result.stderr
-    assert result.stderr.count("\n") == 1
+    said, _, start_up = result.stderr.partition("\nmodel: demo")
+    assert "\n" not in said and start_up.count("\n") == 4  # one line, then the start-up lines
     assert len(stats(result.stdout)) == 1
 
 
@@ -188,3 +198,11 @@ def test_no_engine_is_left_behind_after_exit_or_kill(tmp_path: Path) -> None:
     while engines_with(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert engines_with(marker) == []
+
+
+def test_start_up_lines_say_what_a_remote_engine_says_and_no_more() -> None:
+    """An OpenAI server other than Parley's names the model and maybe its context only."""
+    lines = startup_lines(ModelCard("qwen", 8192, {"id": "qwen"}), Sampling(seed=7))
+    assert lines[:2] == ["model: qwen", "context: 8192 tokens"]
+    assert lines[2].startswith("sampling: temperature 0.7") and lines[2].endswith("seed 7")
+    assert startup_lines(ModelCard("x", 0), Sampling())[1] == "context: unknown"
