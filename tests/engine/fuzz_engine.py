@@ -50,6 +50,7 @@ class ByteModel:
             sliding_window=0,
         )  # fmt: skip
         self.n_vocab = N_VOCAB
+        self.load_seconds = 0.0  # as Model.load records it
 
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         return [10 + b for b in text.encode("utf-8", "surrogatepass")]  # as Model.tokenize
