@@ -19,6 +19,7 @@ from parley.app import Parley
 from tests.conftest import ADMIN_TOKEN, store_settled
 from tests.emulators.discord_api import DiscordEmulator
 from tests.emulators.discord_models import MessageRecord
+from tests.emulators.scripted_engine import ScriptedEngine
 
 ADMIN = 7001
 ALICE = 7002
@@ -67,6 +68,25 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         yield str(server.make_url("")).rstrip("/")
     finally:
         await server.close()
+
+
+@asynccontextmanager
+async def switchable_engine(
+    answer: str, tokens_per_second: float = 200.0
+) -> AsyncIterator[tuple[str, list[str]]]:
+    """A scripted engine whose /admin/model loads any model; yields its URL and the
+    Authorization header of each switch asked of it."""
+    switches: list[str] = []
+
+    async def admin_model(request: web.Request) -> web.Response:
+        switches.append(request.headers.get("Authorization", ""))
+        body = await request.json()
+        return web.json_response({"model": {"id": body["model"], "n_ctx": 4096}, "seconds": 0})
+
+    app = ScriptedEngine(answer, tokens_per_second=tokens_per_second).app()
+    app.router.add_post("/admin/model", admin_model)
+    async with serve(app) as url:
+        yield url, switches
 
 
 @asynccontextmanager

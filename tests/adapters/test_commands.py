@@ -5,12 +5,10 @@ a scripted engine that also answers the model switch (tests/adapters/command_dri
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from bot.commands import COMMANDS, STOP
 from bot.commands import texts as say
@@ -23,27 +21,15 @@ from tests.adapters.command_drivers import (
     driver,
     until,
 )
-from tests.adapters.discord_harness import serve
+from tests.adapters.discord_harness import switchable_engine
 from tests.conftest import ADMIN_TOKEN
-from tests.emulators.scripted_engine import ScriptedEngine
 
 LONG_ANSWER = " ".join(f"word{i}" for i in range(400))  # 20 s at 20 tokens a second
 
 
-@asynccontextmanager
-async def engine() -> AsyncIterator[tuple[str, list[str]]]:
+def engine() -> AbstractAsyncContextManager[tuple[str, list[str]]]:
     """A slow scripted engine whose /admin/model loads any model and records the token."""
-    switches: list[str] = []
-
-    async def admin_model(request: web.Request) -> web.Response:
-        switches.append(request.headers.get("Authorization", ""))
-        body = await request.json()
-        return web.json_response({"model": {"id": body["model"], "n_ctx": 4096}, "seconds": 0})
-
-    app = ScriptedEngine(LONG_ANSWER, tokens_per_second=20).app()
-    app.router.add_post("/admin/model", admin_model)
-    async with serve(app) as url:
-        yield url, switches
+    return switchable_engine(LONG_ANSWER, tokens_per_second=20)
 
 
 def jobs(database: Path) -> list[str]:

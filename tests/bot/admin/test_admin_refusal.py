@@ -27,10 +27,9 @@ from bot.errors import ParleyError
 from bot.settings import Settings
 from engine.cli import build_parser
 from tests.adapters import discord_harness, telegram_harness
-from tests.adapters.discord_harness import discord_bot
+from tests.adapters.discord_harness import discord_bot, switchable_engine
 from tests.adapters.telegram_harness import GROUP, telegram_bot
 from tests.conftest import ADMIN_TOKEN
-from tests.emulators.scripted_engine import ScriptedEngine
 from tests.engine_process import EngineProcess
 
 TOKEN = "the-admin-token-Zx81"
@@ -155,26 +154,10 @@ async def test_parley_admin_without_a_token_is_refused(tmp_path: Path) -> None:
 # ---- chat commands -------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def recording_engine() -> AsyncIterator[tuple[str, list[str]]]:
-    """A scripted engine whose /admin/model answers and records the Authorization it got."""
-    calls: list[str] = []
-
-    async def admin_model(request: web.Request) -> web.Response:
-        calls.append(request.headers.get("Authorization", ""))
-        body = await request.json()
-        return web.json_response({"model": {"id": body["model"], "n_ctx": 4096}, "seconds": 0})
-
-    app = ScriptedEngine("hello").app()
-    app.router.add_post("/admin/model", admin_model)
-    async with discord_harness.serve(app) as url:
-        yield url, calls
-
-
 async def test_telegram_model_switch_needs_a_telegram_admin_id(tmp_path: Path) -> None:
     """Being allowed at runtime, or a Discord admin with the same number, is not enough."""
     alice, admin = telegram_harness.ALICE, telegram_harness.ADMIN
-    async with recording_engine() as (url, calls):
+    async with switchable_engine("hello") as (url, calls):
         engine = cast(EngineProcess, SimpleNamespace(url=url))
         async with telegram_bot(
             engine, tmp_path / "bot.db", telegram_allowed_users=str(admin),
@@ -199,7 +182,7 @@ async def test_telegram_model_switch_needs_a_telegram_admin_id(tmp_path: Path) -
 async def test_discord_model_switch_needs_a_discord_admin_id(tmp_path: Path) -> None:
     alice, admin = discord_harness.ALICE, discord_harness.ADMIN
     async with (
-        recording_engine() as (url, calls),
+        switchable_engine("hello") as (url, calls),
         discord_bot(
             url, tmp_path / "bot.db", discord_allowed_users=str(admin),
             telegram_admin_ids=str(alice),
