@@ -5,7 +5,7 @@ round, the engine's final event held until pacing allows the final edit). ``parl
 under stamps (``time.perf_counter``, comparable across processes) and this prints p50/p90/max of:
 
 - event → stream end: the final SSE event read and parsed, ``stream_answer`` back in its job
-- stream end → store: the job's own code until ``_finish`` starts
+- stream end → store: the job's own code until ``Workers.finish`` starts
 - store → finished: the reply stored and the job closed, the delivery task reached
 - finished → edit: the final text built, the Telegram edit started
 - edit → emulator: rendered, sent by python-telegram-bot, received by the emulator
@@ -37,7 +37,7 @@ STEPS = (
 def traced_bot(out: Path) -> int:
     """``parley run`` with stamps (time, step, chat) on the reply path, written at exit."""
     import adapters.telegram_surface as surface
-    import bot.chat.service as service
+    import bot.chat.workers as workers
     import bot.replies.platform as platform_reply
     from parley.cli import main
 
@@ -60,8 +60,8 @@ def traced_bot(out: Path) -> int:
 
         setattr(owner, name, stamped if name == "stream_answer" else entered)
 
-    stamp(service, "stream_answer", lambda _c, _s, job, _m: job.payload.incoming.chat_id)
-    stamp(service.ChatService, "_finish", lambda _self, item, _o: item.incoming.chat_id)
+    stamp(workers, "stream_answer", lambda _c, _s, job, _m: job.payload.incoming.chat_id)
+    stamp(workers.Workers, "finish", lambda _self, item, _o: item.incoming.chat_id)
     stamp(platform_reply.PlatformReply, "finished", lambda self, _o: str(self.surface.chat_id))
     stamp(surface.TelegramSurface, "edit", lambda self, _m, _t: str(self.chat_id))
     atexit.register(lambda: out.write_text(json.dumps(events)))
@@ -117,7 +117,7 @@ async def drive(rounds: int, workdir: Path) -> dict[str, list[float]]:
                 first.setdefault(name, at)
         last_edit = max(at for at, name in mine if name == "edit" and at <= final.at)
         points = [
-            run.finish, first["stream_answer"], first["_finish"], first["finished"], last_edit,
+            run.finish, first["stream_answer"], first["finish"], first["finished"], last_edit,
             final.at,
         ]  # fmt: skip
         for step, (a, b) in zip(STEPS, itertools.pairwise(points), strict=True):

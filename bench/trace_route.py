@@ -6,7 +6,9 @@ into Parley's own modules (parley/, common/, bot/, adapters/) while a second mes
 on the loop's thread and aiosqlite's. Consecutive calls in one file count as one visit, so
 ``re-entries`` counts how often the route comes back to a file it had left (streaming edits
 come back by design: one per edit); the file pairs that call each other both ways are the
-route's detours. The layout issue (#28) asked for each file once, in one direction.
+route's detours. The layout issue (#28) asked for each file once, in one direction: the
+route is one-way when the files can be put in an order every call goes forward in, and that
+order, printed with what each file calls, is the route with each file once.
 
 A reading aid for the layout, not a benchmark. Usage: python -m bench.trace_route
 """
@@ -67,6 +69,40 @@ def route_of_one_message() -> tuple[list[str], collections.Counter[tuple[str, st
     return [name for i, name in enumerate(visits) if i == 0 or visits[i - 1] != name], calls
 
 
+def one_way_order(
+    route: list[str], calls: collections.Counter[tuple[str, str]]
+) -> tuple[list[str], list[str]]:
+    """The files in an order every call goes forward in (callers before callees, ties by first
+    visit), and the files caught in a cycle of calls (none when the route is one-way)."""
+    first = {name: i for i, name in reversed(list(enumerate(route)))}
+    callers: dict[str, set[str]] = {name: set() for name in first}
+    for caller, callee in calls:
+        callers.setdefault(callee, set()).add(caller)
+        callers.setdefault(caller, set())
+    order: list[str] = []
+    left = dict(callers)
+    while left:
+        ready = [name for name, before in left.items() if not before & left.keys()]
+        if not ready:  # what is left that both calls and is called within what is left
+            return order, sorted(_in_cycles({n: b & left.keys() for n, b in left.items()}))
+        name = min(ready, key=lambda n: first.get(n, len(route)))
+        order.append(name)
+        del left[name]
+    return order, []
+
+
+def _in_cycles(callers: dict[str, set[str]]) -> set[str]:
+    """The files of ``callers`` (file -> its callers) on a cycle: drop callees nothing calls
+    onward to, until none is left to drop."""
+    left = {name: set(before) for name, before in callers.items()}
+    while sinks := [n for n in left if not any(n in before for before in left.values())]:
+        for name in sinks:
+            del left[name]
+        for before in left.values():
+            before.difference_update(sinks)
+    return set(left)
+
+
 def main() -> None:
     route, calls = route_of_one_message()
     seen = collections.Counter(route)
@@ -75,6 +111,16 @@ def main() -> None:
     print(f"{len(calls)} caller -> callee file pairs; {len(both_ways)} call each other both ways:")
     for a, b in both_ways:
         print(f"      {a} <-> {b} ({calls[a, b]} / {calls[b, a]} calls)")
+    order, cycle = one_way_order(route, calls)
+    if cycle:
+        print(f"not one-way: {len(cycle)} files call around in a cycle: {', '.join(cycle)}")
+    else:
+        print(f"one-way: every call goes forward through these {len(order)} files, each once:")
+        for step, name in enumerate(order, 1):
+            called = sorted({callee for caller, callee in calls if caller == name})
+            onward = f"  -> {', '.join(called)}" if called else ""
+            print(f"  {step:2d}. {name}{onward}")
+    print("visits per file:")
     for name, count in seen.most_common():
         print(f"{count:4d}  {name}")
     asked = next((i for i, name in enumerate(route) if name.endswith("engines/client.py")), 0)

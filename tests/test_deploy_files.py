@@ -82,7 +82,7 @@ def stop_budget() -> float:
     assert engine is not None, "LocalEngine.stop's grace not found in bot/engines/local.py"
     return (
         _module_constant("parley/app.py", "SHUTDOWN_GRACE")
-        + _module_constant("bot/chat/service.py", "DELIVERY_GRACE")
+        + _module_constant("bot/chat/workers.py", "DELIVERY_GRACE")
         + float(engine.group(1))
     )
 

@@ -1,13 +1,17 @@
 """The packages' import rules (shared/DESIGN.md): ``bot`` knows the engine only by its HTTP
 contract and no platform at all; the engine knows nothing of the bot; only ``parley`` (the
-composition root) and the tests put them together."""
+composition root) and the tests put them together. And one message's route through the
+files goes one way (bench/trace_route.py)."""
 
 from __future__ import annotations
 
 import ast
+import collections
 from pathlib import Path
 
 import pytest
+
+from bench.trace_route import one_way_order, route_of_one_message
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
@@ -49,3 +53,21 @@ def test_bot_has_role_packages_and_only_a_handful_of_top_level_modules() -> None
     roles = {p.name for p in (ROOT / "bot").iterdir() if (p / "__init__.py").exists()}
     assert {"store", "engines", "chat", "replies", "models", "admin"} <= roles
     assert len(modules) <= 6, modules
+
+
+def test_one_telegram_message_goes_one_way_through_the_files() -> None:
+    """Issue 28's route: from update to final edit, no file calls back into one that called
+    it, directly or around a cycle (callbacks included), so the files line up in one order."""
+    route, calls = route_of_one_message()
+    order, cycle = one_way_order(route, calls)
+    assert cycle == []
+    assert {"adapters/telegram.py", "bot/chat/service.py", "bot/chat/workers.py",
+            "bot/store/job_writes.py", "bot/engines/client.py"} <= set(order)  # fmt: skip
+
+
+def test_the_route_check_sees_a_callback() -> None:
+    route = ["a.py", "b.py", "a.py", "c.py"]
+    calls = collections.Counter({("a.py", "b.py"): 1, ("b.py", "a.py"): 1, ("a.py", "c.py"): 1})
+    assert one_way_order(route, calls)[1] == ["a.py", "b.py"]
+    del calls["b.py", "a.py"]
+    assert one_way_order(route, calls) == (["a.py", "b.py", "c.py"], [])

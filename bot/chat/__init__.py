@@ -1,3 +1,4 @@
-"""The chat service: accept -> queue -> fit -> stream -> finish; the fair queue, limits,
-context fitting, resume after a restart, and the service's background deliveries.
+"""The chat service: accept -> queue (service.py), then the workers: fit -> stream -> finish
+-> show (workers.py, deliveries.py); the fair queue, limits, context fitting, resume after a
+restart.
 """

@@ -1,22 +1,21 @@
-"""The service's background work on replies: showing final texts, and queue positions.
+"""Final texts on their way to the platform, and the record that they got there.
 
 A worker hands the final text to a tracked task and moves on, so a chat's pacing or a 429
 never holds an engine slot; ``Deliveries.drain`` lets shutdown wait for them, bounded. Once the
-platform has confirmed a final text, the task's ``on_shown`` records it (bot/store/jobs.py
-``mark_shown``): a final text that never got there is shown again by the next start.
-Queue positions are shown every few seconds, only to the front of the queue.
+platform has confirmed a final text (and the job is closed in the store), the job is marked
+shown (bot/store/jobs.py ``mark_shown``): a final text that never got there is shown again by
+the next start (bot/chat/resume.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from collections.abc import Awaitable, Callable
 
-from bot.chat.queue import FairQueue
 from bot.chat.work import WorkItem
 from bot.incoming import Outcome
+from bot.store.database import Store
+from bot.store.jobs import mark_shown
 
 log = logging.getLogger(__name__)
 
@@ -24,20 +23,53 @@ log = logging.getLogger(__name__)
 class Deliveries:
     """Final texts being shown, one task each."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: Store) -> None:
+        self.store = store
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start(
-        self, item: WorkItem, outcome: Outcome,
-        on_shown: Callable[[], Awaitable[None]] | None = None, last_try: bool = False,
+    def note(self, item: WorkItem, outcome: Outcome) -> None:
+        """Show a text that does not end the job (the job goes on later): nothing is marked."""
+        self._start(item, outcome, None, last_try=False)
+
+    def final(self, item: WorkItem, outcome: Outcome, closed: asyncio.Future[bool]) -> None:
+        """Show the job's final text; once the platform confirmed it and ``closed`` says the
+        job was closed in the store, mark it shown (not closed: the next start answers it)."""
+        self._start(item, outcome, closed, last_try=False)
+
+    def again(self, item: WorkItem, outcome: Outcome) -> None:
+        """Show a closed job's stored final text once more, and mark it shown once the platform
+        confirmed or refused it: a second refusal (the chat gone, the bot blocked) would come
+        at every start."""
+        closed = asyncio.get_running_loop().create_future()
+        closed.set_result(True)
+        self._start(item, outcome, closed, last_try=True)
+
+    def _start(
+        self, item: WorkItem, outcome: Outcome, closed: asyncio.Future[bool] | None,
+        last_try: bool,
     ) -> None:  # fmt: skip
-        """Show ``outcome``'s final text; then, if the platform confirmed it (or refused it on
-        the ``last_try``: no later start would fare better), ``on_shown``."""
         task = asyncio.create_task(
-            _deliver(item, outcome, on_shown, last_try), name=f"reply-{item.job.id}"
+            self._deliver(item, outcome, closed, last_try), name=f"reply-{item.job.id}"
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(
+        self, item: WorkItem, outcome: Outcome, closed: asyncio.Future[bool] | None,
+        last_try: bool,
+    ) -> None:  # fmt: skip
+        try:
+            await item.incoming.reply.finished(outcome)
+        except Exception:  # the answer is stored all the same; the next start tries again
+            log.exception("the final text of job %d could not be shown", item.job.id)
+            if not last_try:
+                return
+        if closed is None or not await closed:
+            return
+        try:
+            await mark_shown(self.store, item.job)
+        except Exception:  # shown twice at worst: the next start shows the same text again
+            log.exception("job %d was shown but could not be marked so", item.job.id)
 
     async def drain(self, grace: float) -> None:
         """Wait up to ``grace`` s for the texts still being shown; cancel the rest."""
@@ -46,37 +78,3 @@ class Deliveries:
             for task in late:
                 log.warning("a final reply could not be shown within %g s", grace)
                 task.cancel()
-
-
-async def _deliver(
-    item: WorkItem, outcome: Outcome, on_shown: Callable[[], Awaitable[None]] | None,
-    last_try: bool,
-) -> None:  # fmt: skip
-    try:
-        await item.incoming.reply.finished(outcome)
-    except Exception:  # the answer is stored all the same; the next start tries again
-        log.exception("the final text of job %d could not be shown", item.job.id)
-        if not last_try:
-            return
-    if on_shown is not None:
-        try:
-            await on_shown()
-        except Exception:  # shown twice at worst: the next start shows the same text again
-            log.exception("job %d was shown but could not be marked so", item.job.id)
-
-
-async def show_positions(
-    queue: FairQueue[WorkItem], every: float, shown: Callable[[], int]
-) -> None:
-    """Every ``every`` seconds, tell each queued message in the first ``shown()`` places whose
-    place changed (the rest keep the place they were first shown until they get there)."""
-    while True:
-        await asyncio.sleep(every)
-        for position, job in enumerate(itertools.islice(queue.jobs_in_order(), shown()), 1):
-            item = job.payload
-            if item.shown_position is not None and item.shown_position != position:
-                item.shown_position = position
-                try:
-                    await item.incoming.reply.queued(position)
-                except Exception as exc:  # a stale position is cosmetic
-                    log.debug("queue position update failed: %s", exc)

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bot.chat.service import ENGINE_ATTEMPTS, ChatService
+from bot.chat.service import ChatService
 from bot.chat.work import STATE_OF, WorkItem
+from bot.chat.workers import ENGINE_ATTEMPTS
 from bot.incoming import Incoming, Outcome, ReplySink
 from bot.store.jobs import Unfinished, mark_shown, unfinished_jobs
 

@@ -8,15 +8,15 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.chat.queue import FairQueue, QueuedJob
+from bot.chat.queue import FairQueue
 from bot.chat.work import WorkItem, job_rows
+from bot.chat.workers import Workers
 from bot.engines.pool import EnginePool
 from bot.errors import ParleyError
-from bot.metrics import TokenRate
 from bot.models.catalog import resolve_model
 from bot.store.database import Store
+from bot.store.rows import SYSTEM_PROMPT_KEY
 
-SYSTEM_PROMPT_KEY = "system_prompt"
 MODEL_KEY = "model"  # the operator's last model choice, used again after a restart
 
 
@@ -26,11 +26,9 @@ class ServiceCalls:
     store: Store
     engines: EnginePool
     queue: FairQueue[WorkItem]
-    system_prompt: str
     models_dir: Path | None
     on_model_switch: Callable[[str], None] | None
-    _running: dict[int, QueuedJob[WorkItem]]
-    _written: TokenRate
+    workers: Workers
     _admin_token: str | None
     _switching: asyncio.Lock
 
@@ -44,7 +42,7 @@ class ServiceCalls:
     async def system_prompt_for(self, platform: str, user_id: str, user_name: str) -> str:
         user = await self.store.user(platform, user_id, user_name)
         custom = await self.store.get_user_setting(user.id, SYSTEM_PROMPT_KEY)
-        return custom if custom is not None else self.system_prompt
+        return custom if custom is not None else self.workers.system_prompt
 
     async def set_system_prompt(
         self, platform: str, user_id: str, user_name: str, prompt: str | None
@@ -57,14 +55,14 @@ class ServiceCalls:
 
     def load(self) -> tuple[int, int]:
         """(queued, running) jobs right now."""
-        return len(self.queue), len(self._running)
+        return len(self.queue), len(self.workers.running)
 
     def tokens_per_second(self) -> float:
-        return self._written.per_second()
+        return self.workers.written.per_second()
 
     def jobs(self) -> list[dict[str, object]]:
         """Running then queued jobs, for `parley admin queue`."""
-        return job_rows(list(self._running.values()), self.queue.jobs_in_order())
+        return job_rows(list(self.workers.running.values()), self.queue.jobs_in_order())
 
     async def is_banned(self, platform: str, user_id: str) -> bool:
         return await self.store.is_banned(platform, user_id)

@@ -13,7 +13,7 @@ from bot.errors import ParleyError
 from bot.incoming import Incoming, Outcome, State
 from bot.metrics import METRICS, TokenRate
 from bot.store.database import Conversation, Job, JobStatus, Message, MessageStatus, User
-from bot.store.jobs import Begun, Reply
+from bot.store.job_writes import Begun, Reply
 
 JOB_STATUS: dict[State, JobStatus] = {"done": "done", "stopped": "cancelled", "error": "failed"}
 STATE_OF: dict[JobStatus, State] = {status: state for state, status in JOB_STATUS.items()}

@@ -21,6 +21,7 @@ copy of it into the database.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -98,7 +99,7 @@ class GroupCommit:
         run_on_thread: Callable[[Callable[[], list[Outcome]]], Awaitable[list[Outcome]]] = (
             self._db._execute
         )
-        return await run_on_thread(lambda: commit_all(connection, works))
+        return await run_on_thread(functools.partial(commit_all, connection, works))
 
     async def _commit(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
         try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,8 +51,8 @@ from bot.store.rows import (
     Role,
     User,
     is_banned,
-    new_conversation,
     now_iso,
+    replace_conversation,
     upsert_user,
     user_setting,
 )
@@ -118,20 +119,16 @@ class Store:
 
     async def user(self, platform: str, platform_user_id: str, name: str) -> User:
         """Get or create the user; a changed display name is saved."""
-        return await self.atomic(lambda db: upsert_user(db, platform, platform_user_id, name))
+        return await self.atomic(
+            functools.partial(upsert_user, platform=platform, platform_user_id=platform_user_id,
+                              name=name)
+        )
 
     async def reset_conversation(self, user: User, chat_id: str) -> Conversation:
         """Start a fresh conversation (/reset); the old one and its messages are kept."""
-
-        def reset(db: sqlite3.Connection) -> Conversation:
-            db.execute(
-                "UPDATE conversations SET active = 0"
-                " WHERE user_id = ? AND platform = ? AND chat_id = ? AND active = 1",
-                (user.id, user.platform, chat_id),
-            )
-            return new_conversation(db, user, chat_id)
-
-        return await self.atomic(reset)
+        return await self.atomic(
+            functools.partial(replace_conversation, user=user, chat_id=chat_id)
+        )
 
     # ---- settings and bans ------------------------------------------------------------
 
@@ -152,7 +149,7 @@ class Store:
                 )
 
     async def get_user_setting(self, user_id: int, key: str) -> str | None:
-        return await self._read(lambda db: user_setting(db, user_id, key))
+        return await self._read(functools.partial(user_setting, user_id=user_id, key=key))
 
     async def set_user_setting(self, user_id: int, key: str, value: str | None) -> None:
         """Set a per-user setting (e.g. the user's system prompt); None deletes it."""
@@ -188,7 +185,9 @@ class Store:
             return cursor.rowcount > 0
 
     async def is_banned(self, platform: str, platform_user_id: str) -> bool:
-        return await self._read(lambda db: is_banned(db, platform, platform_user_id))
+        return await self._read(
+            functools.partial(is_banned, platform=platform, platform_user_id=platform_user_id)
+        )
 
     # ---- plumbing (also used by bot/store/admin_queries.py) -------------------------------------
 
@@ -224,7 +223,7 @@ class Store:
         # aiosqlite's one way to run a function on its thread (bot/store/batch.py uses it too)
         run_on_thread: Callable[[Callable[[], T]], Awaitable[T]] = self._db._execute
         async with self._lock:
-            return await run_on_thread(lambda: read(connection))
+            return await run_on_thread(functools.partial(read, connection))
 
 
 def _create_private(path: Path) -> None:

@@ -65,6 +65,7 @@ class Job:
     created_at: datetime
 
 
+SYSTEM_PROMPT_KEY = "system_prompt"  # the user setting that holds a person's own system prompt
 MESSAGE_COLUMNS = (
     "m.id, m.conversation_id, m.role, m.content, m.token_count, m.model, m.status, m.created_at"
 )
@@ -181,6 +182,16 @@ def update_job(
     )
     if cursor.rowcount == 0:
         raise KeyError(f"no job with id {job_id}")
+
+
+def replace_conversation(db: sqlite3.Connection, user: User, chat_id: str) -> Conversation:
+    """A fresh active conversation for the user in this chat (/reset); the old one is kept."""
+    db.execute(
+        "UPDATE conversations SET active = 0"
+        " WHERE user_id = ? AND platform = ? AND chat_id = ? AND active = 1",
+        (user.id, user.platform, chat_id),
+    )
+    return new_conversation(db, user, chat_id)
 
 
 def is_banned(db: sqlite3.Connection, platform: str, platform_user_id: str) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.chat.service import DELIVERY_GRACE
+from bot.chat.workers import DELIVERY_GRACE
 from tests.adapters.bot_process import folded, kill_bot, start_bot, stop_bot
 from tests.adapters.telegram_harness import ALICE, is_final, plain
 from tests.adapters.test_console import base_env

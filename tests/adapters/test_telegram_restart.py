@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bot.chat.resume import TOO_OLD
-from bot.chat.service import PAUSED
+from bot.chat.workers import PAUSED
 from parley.app import SHUTDOWN_GRACE
 from tests.adapters.bot_process import folded, kill_bot, start_bot, stop_bot
 from tests.adapters.telegram_harness import ALICE, is_final, plain

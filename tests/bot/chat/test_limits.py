@@ -15,7 +15,8 @@ from bot.chat.limits import UserLimits
 from bot.chat.service import ChatService
 from bot.engines.client import Sampling
 from bot.store.database import Store
-from bot.store.jobs import Reply, accept_message, finish_job
+from bot.store.job_writes import Reply
+from bot.store.jobs import accept_message, finish_job
 from tests.adapters.telegram_harness import ADMIN, ALICE, BOB, plain, telegram_bot
 from tests.bot.chat.test_service import say
 from tests.bot.pools import started_pool

@@ -143,7 +143,7 @@ async def test_only_the_front_of_a_long_queue_gets_position_updates(
     service: ChatService,
 ) -> None:
     service.sampling = Sampling(max_tokens=48, temperature=0)
-    service.positions_shown = 1
+    service.workers.positions_shown = 1
     log: list[str] = []
     first, _ = say("alice", "first", log)
     await service.handle(first)

@@ -62,7 +62,7 @@ async def _stopped_while_flooded(service: ChatService) -> FloodedSurface:
     await service.handle(Incoming("test", "chat-1", "alice", "Alice", "hello", reply))
     await asyncio.wait_for(surface.refused.wait(), 30)
     await _until_jobs(service.store, [("done", 0)])  # stored, not shown
-    service.delivery_grace = 0.2
+    service.workers.delivery_grace = 0.2
     await service.stop(resumable=True)  # the stop gives up on the 429's minute
     return surface
 

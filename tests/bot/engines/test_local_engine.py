@@ -14,7 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.chat.service import ENGINE_LOST, ChatService
+from bot.chat.service import ChatService
+from bot.chat.workers import ENGINE_LOST
 from bot.engines.local import LocalEngine
 from bot.settings import Settings, load_settings
 from parley.app import Parley

@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 
 from bot.store.database import Conversation, Job, Message, MessageStatus, Store, User
+from bot.store.job_writes import Accepted, Reply
 from bot.store.jobs import (
-    Accepted,
-    Reply,
     accept_message,
     begin_job,
     finish_job,

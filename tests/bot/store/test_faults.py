@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.chat.service import STORE_DOWN, ChatService
+from bot.chat.service import ChatService
+from bot.chat.workers import STORE_DOWN
 from bot.incoming import Incoming
 from bot.metrics import METRICS
 from bot.store.faults import storage_fault

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bot.store.database import Conversation, Store
-from bot.store.jobs import Reply, accept_message, begin_job, finish_job
+from bot.store.job_writes import Reply
+from bot.store.jobs import accept_message, begin_job, finish_job
 from tests.bot.store.reads import contents, history, job, message
 
 
