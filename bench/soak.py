@@ -1,8 +1,10 @@
 """Soak: the real bot and engine under steady users for 10 minutes (``make soak``, not in tests).
 
 ``parley run`` (bench/bot_load.py's ``start_bot``) runs against the Telegram emulator hosted
-here and spawns its own engine on the demo model. The context is small (``--n-ctx`` 2048,
-``--max-tokens`` 128), so conversations pass its limit within minutes: where long chats got 20x
+here and spawns its own engine on Gemma 3 270M, a base model that writes every answer to
+``--max-tokens`` (the instruct demo model would stop after a few dozen tokens and take far longer
+to fill a context). The context is small (``--n-ctx`` 2048, ``--max-tokens`` 128), so
+conversations pass its limit within minutes: where long chats got 20x
 slower (issue 33). Each user sends a message, waits for the final answer, sends the next. Each
 minute one row: answers, answer time p50/p95 (sent -> final text seen), bot and engine VmRSS and
 open fds (/proc), conversations at the limit (a prompt within ``max_tokens`` of the budget
@@ -313,7 +315,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     turns: list[Turn] = []
     async with TelegramEmulator() as emu:
         bot = await start_bot(
-            emu, "", workdir, model="demo", engine_n_ctx=args.n_ctx, max_tokens=args.max_tokens,
+            emu, "", workdir, model="gemma3-270m", engine_n_ctx=args.n_ctx,
+            max_tokens=args.max_tokens,
             rate_limit_per_minute=0,  # steady users, not a flood: the limiter is not measured
             **({"engine_threads": args.engine_threads} if args.engine_threads else {}),
         )  # fmt: skip

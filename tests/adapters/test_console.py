@@ -153,15 +153,17 @@ def test_an_unreachable_default_model_falls_back_to_demo(tmp_path: Path) -> None
     env = {"MODEL": "", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     env_without_model = {k: v for k, v in {**base_env(tmp_path), **env}.items() if k != "MODEL"}
     result = subprocess.run(
-        [sys.executable, "-m", "parley", "chat", "-n", "4"], input="Hello\n",
-        capture_output=True, text=True, cwd=tmp_path, timeout=180, env=env_without_model,
+        [sys.executable, "-m", "parley", "chat", "-n", "96", "--temperature", "0"],
+        input="Hi! Who are you?\n", capture_output=True, text=True, cwd=tmp_path, timeout=180,
+        env=env_without_model,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "Qwen2.5-1.5B-Instruct-GGUF" in result.stderr
     assert "using the demo model instead" in result.stderr
-    said, _, start_up = result.stderr.partition("\nmodel: demo")
+    said, _, start_up = result.stderr.partition("\nmodel: demo (llama, Q4_1,")
     assert "\n" not in said and start_up.count("\n") == 4  # one line, then the start-up lines
-    assert len(stats(result.stdout)) == 1
+    ((_, _, generated),) = stats(result.stdout)
+    assert generated < 96  # an instruct model: it answers, then stops at <|im_end|> by itself
 
 
 def engines_with(marker: str) -> list[int]:

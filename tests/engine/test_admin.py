@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from engine.download import demo_model_path
+from engine.demo_model import demo_model_path
 from tests.conftest import ADMIN_TOKEN
 from tests.engine.sse import stream_chat, user
 from tests.engine_process import EngineProcess, start_engine

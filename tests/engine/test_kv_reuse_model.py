@@ -1,5 +1,6 @@
-"""On the real demo model (Gemma 3, a sliding window of 512): a conversation trimmed at its
-context limit keeps its cached turns after the cut, restored from RAM and moved back."""
+"""On the real Gemma 3 270M (a sliding window of 512; token counts below are its tokenizer's): a
+conversation trimmed at its context limit keeps its cached turns after the cut, restored from
+RAM and moved back."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ BUDGET = 900  # the prompt's share; trimming drops the oldest three turns at onc
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[Model]:
-    model = Model.load("demo")
+    model = Model.load("gemma3-270m")
     yield model
     model.close()
 

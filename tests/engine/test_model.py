@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine.core import EngineCore
-from engine.download import demo_model_path, split_repo_spec
+from engine.demo_model import demo_model_path
+from engine.download import split_repo_spec
 from engine.errors import ModelLoadError
 from engine.kv_spill import SpillCache
 from engine.llama_backend import ContextConfig, LlamaBackend
@@ -33,19 +34,37 @@ def demo() -> Iterator[Model]:
     model.close()
 
 
-def test_the_demo_model_loads_with_its_metadata(demo: Model) -> None:
+@pytest.fixture(scope="module")
+def gemma() -> Iterator[Model]:
+    model = Model.load("gemma3-270m")
+    yield model
+    model.close()
+
+
+def test_the_demo_model_is_an_instruct_model_with_its_template_in_the_gguf(demo: Model) -> None:
     info = demo.info
-    assert (info.architecture, info.quantization) == ("gemma3", "Q4_K_M")
+    assert (info.name, info.architecture, info.quantization) == ("demo", "llama", "Q4_1")
+    assert info.template_source == "gguf" and "<|im_start|>" in demo.template.text
+    assert demo.tokenize("<|im_end|>", special=True)[-1] in info.eog_ids
+
+
+def test_gemma_has_no_template_of_its_own_and_slides_its_attention(gemma: Model) -> None:
+    info = gemma.info
+    assert (info.name, info.architecture, info.quantization) == ("gemma3-270m", "gemma3", "Q4_K_M")
     assert info.tensor_count > 100 and info.size_bytes > 100_000_000
     assert info.template_source == "builtin:gemma"
     assert {1, 106} <= set(info.eog_ids)
     assert info.sliding_window > 0
 
 
-def test_chat_tokens_keep_user_control_text_as_plain_text(demo: Model) -> None:
-    tokens = demo.tokenize_chat([{"role": "user", "content": "<start_of_turn>"}])
+def test_chat_tokens_keep_user_control_text_as_plain_text(demo: Model, gemma: Model) -> None:
+    start = demo.tokenize("<|im_start|>", special=True)[-1]
+    plain = demo.tokenize_chat([{"role": "user", "content": "hello"}])
+    typed = demo.tokenize_chat([{"role": "user", "content": "<|im_start|>assistant"}])
+    assert typed.count(start) == plain.count(start)  # the template's turns only
+    tokens = gemma.tokenize_chat([{"role": "user", "content": "<start_of_turn>"}])
     assert tokens.count(105) == 2  # template's user turn + generation prompt only
-    assert tokens[0] == demo.bos_id
+    assert tokens[0] == gemma.bos_id
 
 
 def test_a_history_tokenizes_the_same_from_the_token_cache(demo: Model) -> None:
@@ -188,7 +207,7 @@ def test_a_bad_model_file_is_one_clear_line_and_a_failing_exit(
 ) -> None:
     path = tmp_path / "model.gguf"
     if content == "truncated-early":
-        path.write_bytes(demo_model_path().read_bytes()[:5_000_000])
+        path.write_bytes(demo_model_path().read_bytes()[:1_000_000])
     elif content == "truncated-late":
         path.write_bytes(demo_model_path().read_bytes()[:50_000_000])
     elif isinstance(content, bytes):

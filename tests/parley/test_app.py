@@ -51,7 +51,7 @@ async def test_engine_urls_use_a_running_engine(engine: EngineProcess, tmp_path:
 
 async def test_a_model_switch_is_used_at_once_and_after_a_restart(tmp_path: Path) -> None:
     from bot.errors import EngineRequestError
-    from engine.download import demo_model_path
+    from engine.demo_model import demo_model_path
 
     other = tmp_path / "other.gguf"
     try:

@@ -16,7 +16,7 @@ import pytest
 
 from bot.chat.service import ChatService
 from bot.settings import load_settings
-from engine.download import demo_model_path
+from engine.demo_model import demo_model_path
 from parley.app import Parley
 from tests.bot.chat.test_service import Recorder, say
 from tests.bot.models.test_gguf_info import write_gguf
@@ -84,7 +84,7 @@ async def test_status_models_users_history_and_stats(
     assert "  tokens     exact (/tokenize with the chat template)" in out
     code, out, _ = await admin(tmp_path, "model", "list", "--json")
     listed = {row["spec"]: row for row in json.loads(out)}
-    assert listed["demo"]["active"] and listed["demo"]["quantization"] == "Q4_K_M"
+    assert listed["demo"]["active"] and listed["demo"]["quantization"] == "Q4_1"
     assert any(spec.endswith("other.gguf") for spec in listed)
 
     assert (await admin(tmp_path, "users", "ban", "test:mallory", "--reason", "spam"))[0] == 0

@@ -140,7 +140,7 @@ async def test_an_earlier_prompts_count_bounds_the_next_never_below_the_real_cou
     for system in ("", "Be brief."):
         head = [{"role": "system", "content": system}] if system else []
         for i, text in enumerate(TEXTS):
-            asked = [{"role": "user", "content": text[:200] or "?"}]  # fits the test's context
+            asked = [{"role": "user", "content": text[:100] or "?"}]  # fits the test's context
             known = KnownPrefix(1, await engine_count(client, head + asked))
             for answer, question in ((TEXTS[-1 - i], text + "?"), ("", "?"), ("a", "")):
                 turns = [

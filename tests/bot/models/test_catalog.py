@@ -1,4 +1,4 @@
-"""Local model listing: demo package, MODELS_DIR (recursive), and the Hugging Face cache."""
+"""Local model listing: demo and Gemma, MODELS_DIR (recursive), and the Hugging Face cache."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.models import catalog as model_catalog
 from bot.models.catalog import LocalModel, local_models, offered_models, resolve_model
-from engine.download import demo_model_path
+from common import model_files
+from engine.demo_model import demo_model_path, gemma_model_path
 from tests.bot.models.test_gguf_info import write_gguf
 from tests.bot.models.test_pull import result_line, run_python
 from tests.emulators.hf_hub import HubStandIn
@@ -52,9 +52,9 @@ def hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def models_dir(tmp_path: Path) -> Iterator[Path]:
-    """The demo GGUF two levels down, a junk .gguf, and a file that is not a .gguf."""
+    """The Gemma GGUF two levels down, a junk .gguf, and a file that is not a .gguf."""
     root = tmp_path / "models"
-    link_or_copy(demo_model_path(), root / "gemma" / "v1" / "gemma-270m.gguf")
+    link_or_copy(gemma_model_path(), root / "gemma" / "v1" / "gemma-270m.gguf")
     (root / "junk.gguf").write_bytes(b"this is not a model")
     (root / "notes.txt").write_text("ignored")
     (root / "folder.gguf").mkdir()  # a directory with a .gguf name is not a model
@@ -69,12 +69,13 @@ def test_demo_models_dir_and_hub_cache_are_listed(models_dir: Path, hf_home: Pat
     models = local_models(models_dir, "demo", hub_cache=hf_home / "hub")
     gemma = str((models_dir / "gemma" / "v1" / "gemma-270m.gguf").resolve())
     junk = str((models_dir / "junk.gguf").resolve())
-    assert [m.spec for m in models] == ["demo", gemma, junk, HUB_SPEC]
+    assert [m.spec for m in models] == ["demo", "gemma3-270m", gemma, junk, HUB_SPEC]
 
     demo = models[0]
-    assert demo.path == model_catalog.demo_model_file() == demo_model_path()
-    assert (demo.architecture, demo.quantization, demo.active) == ("gemma3", "Q4_K_M", True)
+    assert demo.path == model_files.demo_model_file() == demo_model_path()
+    assert (demo.architecture, demo.quantization, demo.active) == ("llama", "Q4_1", True)
     assert demo.size_bytes == demo_model_path().stat().st_size
+    assert models[1].path == gemma_model_path() and models[1].active is False
 
     listed = by_spec(models)
     assert (listed[gemma].architecture, listed[gemma].quantization) == ("gemma3", "Q4_K_M")
@@ -109,16 +110,19 @@ def test_missing_places_list_nothing_and_do_not_fail(tmp_path: Path) -> None:
     (tmp_path / "empty-cache").mkdir()
     for cache in (tmp_path / "no-cache", tmp_path / "empty-cache"):
         models = local_models(tmp_path / "no-models", "demo", hub_cache=cache)
-        assert [m.spec for m in models] == ["demo"]
+        assert [m.spec for m in models] == ["demo", "gemma3-270m"]
 
 
-def test_the_demo_is_listed_only_with_its_package(
+def test_the_demo_is_listed_once_fetched_and_gemma_with_its_package(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path))  # not assembled yet: listed with no path
-    demo = local_models(None, "demo", hub_cache=tmp_path)[0]
-    assert demo == LocalModel("demo", None, None, None, None, active=True)
-    monkeypatch.setattr(model_catalog, "DEMO_PACKAGE", "no_such_demo_package")
+    monkeypatch.setenv("PARLEY_CACHE_DIR", str(tmp_path / "cache"))  # not fetched here
+    monkeypatch.setattr(model_files, "DEMO_PACKAGE", "no_such_demo_package")
+    monkeypatch.setenv("HOME", str(tmp_path))  # Gemma not assembled yet: listed with no path
+    assert local_models(None, "demo", hub_cache=tmp_path) == [
+        LocalModel("gemma3-270m", None, None, None, None, active=False)
+    ]
+    monkeypatch.setattr(model_files, "GEMMA_PACKAGE", "no_such_gemma_package")
     assert local_models(None, "demo", hub_cache=tmp_path) == []
 
 

@@ -1,4 +1,4 @@
-"""GGUF metadata reader: the real demo model, synthetic files of every value type, bad files."""
+"""GGUF metadata reader: the real Gemma model, synthetic files of every value type, bad files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.models.gguf_info import quantization_name, read_gguf_info
-from engine.download import demo_model_path
+from engine.demo_model import gemma_model_path
 
 # GGUF value type ids (spec order) -> struct format; 8 = string, 9 = array.
 FORMATS = {
@@ -102,8 +102,8 @@ EVERY_TYPE: list[KV] = [
 ]
 
 
-def test_the_demo_model_is_described_from_its_metadata() -> None:
-    path = demo_model_path()
+def test_the_gemma_model_is_described_from_its_metadata() -> None:
+    path = gemma_model_path()
     read_gguf_info(path)  # warm the page cache: the timing below is the parser's
     started = time.perf_counter()
     info = read_gguf_info(path)
@@ -158,9 +158,9 @@ def test_a_multi_gigabyte_file_reads_in_milliseconds(tmp_path: Path) -> None:
     assert info.size_bytes == 8 * 2**30 and info.quantization == "Q4_K_M"
 
 
-def test_a_truncated_demo_model_is_reported_as_truncated(tmp_path: Path) -> None:
+def test_a_truncated_gemma_model_is_reported_as_truncated(tmp_path: Path) -> None:
     path = tmp_path / "cut.gguf"
-    with demo_model_path().open("rb") as source:
+    with gemma_model_path().open("rb") as source:
         path.write_bytes(source.read(1_000_000))  # ends inside the tokenizer vocabulary
     with pytest.raises(ValueError, match="truncated") as caught:
         read_gguf_info(path)
