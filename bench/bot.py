@@ -71,6 +71,7 @@ from bench.bot_load import (  # noqa: E402
     wait_answered,
     words,
 )
+from bench.phases import phase  # noqa: E402
 from tests.emulators.scripted_engine import Run, ScriptedEngine  # noqa: E402
 from tests.emulators.telegram_api import TelegramEmulator  # noqa: E402
 
@@ -135,7 +136,8 @@ async def _phases(
         count = (TIMED_EACH if i == 0 else 3) // (3 if quick else 1)
         rounds = TIMED_ROUNDS if i == 0 and not quick else 1
         users = user_rounds(100 + i * 100, rounds, TIMED_USERS)  # fresh conversations
-        lengths[str(tokens)] = await _timed(emu, engine, bot, calls, users, count, tokens)
+        with phase(f"bot: {tokens}-token answers, {TIMED_USERS} users at once"):
+            lengths[str(tokens)] = await _timed(emu, engine, bot, calls, users, count, tokens)
     results["lengths"] = lengths
     results["overhead"] = lengths[str(LENGTHS[0])]
     cpu = [lengths[str(n)]["cpu_ms_per_message"] for n in LENGTHS]
@@ -145,7 +147,8 @@ async def _phases(
     ]
     people, heavy = (40, 8) if quick else (LOAD_USERS, HEAVY)
     load = range(10_000, 10_000 + people)
-    results["load"] = await _load(emu, engine, bot, calls, database, load, heavy)
+    with phase(f"bot: a burst from {people} users"):
+        results["load"] = await _load(emu, engine, bot, calls, database, load, heavy)
 
 
 async def _timed(

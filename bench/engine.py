@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load
+from bench.phases import phase
 from bench.servers import Running, ServerShape, llama_server, parley
 from engine.demo_model import demo_model_path
 
@@ -68,14 +69,18 @@ class RawLlama:
 
 
 def measure(
-    start: Start, model: Path, args: argparse.Namespace, raw: RawLlama | None = None
+    start: Start, model: Path, args: argparse.Namespace, raw: RawLlama | None = None,
+    label: str = "Parley",
 ) -> dict[str, Any]:
     """Every phase against one kind of server. With ``raw``, its runs alternate with the
     server's one-stream runs (best of ``ROUNDS`` each), so the machine's drift hits both."""
     results: dict[str, Any] = {}
     streams_shape = ServerShape(parallel=max(LEVELS), n_ctx=1024, threads=args.threads)
     chat_shape = ServerShape(parallel=8, n_ctx=2048, threads=args.threads)
-    with start(model, streams_shape) as server:
+    with (
+        phase(f"engine, {label}: one stream, then 1-16 at once"),
+        start(model, streams_shape) as server,
+    ):
         asyncio.run(load.warm_up(server.target))
         raw_runs, prompts, singles = [], [], []
         for i in range(ROUNDS):
@@ -95,7 +100,7 @@ def measure(
             "ttft_mean_ms": statistics.mean(ttfts), "ttft_p95_ms": load.p95(ttfts),
         }}  # fmt: skip
         results["streams"].update({n: _streams(server, n, args.tokens) for n in LEVELS[1:]})
-    with start(model, chat_shape) as server:
+    with phase(f"engine, {label}: 8 turns, one user"), start(model, chat_shape) as server:
         solo = [
             asyncio.run(load.round_robin(server.target, 1, args.turns, args.answer, f"solo{i}"))
             for i in range(3)
@@ -105,7 +110,10 @@ def measure(
             "ttft_ms": [statistics.median(t) for t in per_turn],
             "prompt_mean": solo[0]["prompt_mean"],
         }
-    with start(model, chat_shape) as server:
+    with (
+        phase(f"engine, {label}: {args.users} users taking turns"),
+        start(model, chat_shape) as server,
+    ):
         results["crowd"] = asyncio.run(
             load.round_robin(server.target, args.users, args.turns, args.answer, "crowd")
         )
@@ -136,7 +144,7 @@ def collect(args: argparse.Namespace | None = None) -> dict[str, Any]:
             return llama_server(Path(binary), model, shape)
 
         # raw again, alternated with llama-server's runs: the host's speed drifts between phases
-        results["llama_server"] = measure(start, model, args, raw)
+        results["llama_server"] = measure(start, model, args, raw, label="llama-server")
     return results
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 
 from bench import load
+from bench.phases import phase
 from bench.servers import Running, ServerShape, llama_server, parley
 from bot.chat.context_fit import (
     STEP_OF_BUDGET,
@@ -231,7 +232,10 @@ def collect(args: argparse.Namespace | None = None) -> dict[str, Any]:
     model = demo_model_path()
     results: dict[str, Any] = {"users": args.users, "past": args.past, "n_ctx": args.n_ctx}
     for variant in variants(args):
-        with variant.start(model, shape_for(variant, args)) as server:
+        with (
+            phase(f"long chats, {variant.name}: {args.users} users"),
+            variant.start(model, shape_for(variant, args)) as server,
+        ):
             results[variant.name] = summarize(asyncio.run(run_load(server, args, variant)))
     return results
 

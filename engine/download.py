@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from common.gguf_split import split_parts
 from engine.demo_model import DEMO, GEMMA, demo_model_path, gemma_model_path
 from engine.errors import ModelLoadError, ModelUnavailableError
+from engine.progress_lines import download_bar
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +57,19 @@ def split_repo_spec(spec: str) -> tuple[str, str] | None:
 
 
 def hub_download(repo_id: str, filename: str) -> str:
-    """``hf_hub_download`` into the standard HF cache, with a progress bar on a terminal.
+    """``filename`` from ``repo_id`` in the standard HF cache; for a split GGUF every part of
+    its set (llama.cpp loads them from the first, which is returned).
 
     A cached file is used without touching the network. Otherwise one quick metadata request
     decides: unreachable, missing or gated gives a ModelLoadError naming the repo and the file
     at once (huggingface_hub alone would retry for ~25 s, logging each attempt).
     """
+    paths = [_hub_file(repo_id, part) for part in split_parts(filename)]
+    return paths[0]
+
+
+def _hub_file(repo_id: str, filename: str) -> str:
+    """One file, with a progress bar on a terminal (or progress lines for the bot)."""
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -84,7 +93,8 @@ def hub_download(repo_id: str, filename: str) -> str:
         )
     try:
         get_hf_file_metadata(hf_hub_url(repo_id, filename), timeout=10)
-        return hf_hub_download(repo_id=repo_id, filename=filename)
+        bar = download_bar(filename)  # progress lines for the bot that started this engine
+        return hf_hub_download(repo_id=repo_id, filename=filename, tqdm_class=bar)
     except GatedRepoError as exc:
         raise ModelUnavailableError(
             f"cannot download {where}: the repo is gated; set HF_TOKEN"

@@ -33,8 +33,11 @@ import aiohttp
 
 from bot.engines.client import EngineClient
 from bot.engines.log_file import RotatingLog, copy_stream
+from bot.engines.progress import StartupView
 from bot.errors import EngineUnavailable, ModelUnavailable
 from bot.store.private_files import make_private_folder
+from common.progress import LINES, PROGRESS_VARIABLE
+from common.progress import parse as parse_progress
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +62,13 @@ class LocalEngine:
 
     def __init__(
         self, args: list[str], log_path: Path, env: dict[str, str] | None = None,
-        api_key: str | None = None,
+        api_key: str | None = None, view: StartupView | None = None,
     ) -> None:  # fmt: skip
         """``api_key``: the engine requires it (passed in its environment, never on its
-        command line, which any user of the machine can read) and the client sends it."""
+        command line, which any user of the machine can read) and the client sends it.
+        ``view`` shows its download and load progress (default: on stderr)."""
         self.args = args
+        self.view = view if view is not None else StartupView()
         self.log_path = log_path
         self.api_key = api_key
         # extra environment, e.g. ADMIN_TOKEN read from .env
@@ -107,19 +112,31 @@ class LocalEngine:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=engine_environment({**os.environ, **self.env}),
+            env=engine_environment({**os.environ, **self.env, PROGRESS_VARIABLE: LINES}),
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             start_new_session=True,  # Ctrl-C in a terminal signals the bot, which stops it
         )  # fmt: skip
         self._started_at = time.monotonic()
         self._pump = asyncio.create_task(self._copy_stderr())
-        assert self._proc.stdout is not None
+        try:
+            await self._until_served(client)
+        finally:
+            self.view.ready()
+
+    async def _until_served(self, client: EngineClient) -> None:
+        """Relay the engine's progress lines until it listens, then wait for its model."""
+        assert self._proc is not None and self._proc.stdout is not None
+        assert self._pump is not None
         line = (await self._proc.stdout.readline()).decode().strip()
+        while (step := parse_progress(line)) is not None:
+            self.view.progress(step)
+            line = (await self._proc.stdout.readline()).decode().strip()
         if not line.startswith("listening on "):
             await self._proc.wait()
             await self._pump
             raise self._failure()
         self.url = client.base_url = line.split()[-1]
+        self.view.loading()
         deadline = time.monotonic() + self._timeout
         while time.monotonic() < deadline:
             if self._proc.returncode is not None:
