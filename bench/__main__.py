@@ -1,5 +1,5 @@
 """``make bench``: the engine, long-conversation and bot benchmarks in one run, one Markdown
-table, one JSON file.
+table, one JSON file, one chart (bench/chart.py).
 
 ``python -m bench [--engine-only | --long-only | --bot-only]``; ``LLAMA_SERVER_BIN`` adds
 llama-server.
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import engine, long_chat
+from bench.chart import write_chart
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +47,8 @@ def main() -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2))
+    if "engine" in results and (chart := write_chart(results["engine"], out / "bench.png")):
+        print(f"chart: {chart.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

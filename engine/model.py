@@ -62,6 +62,12 @@ def read_gguf_header(path: Path) -> GgufHeader:
     return GgufHeader(version, tensors, kvs)
 
 
+def _tensor_count(ptr: ll.llama_model_p, header: GgufHeader) -> int:
+    """The model's tensors: a split GGUF's first file holds only its share of them."""
+    total = meta_string(ptr, "split.tensors.count")
+    return int(total) if total and total.isdigit() else header.tensor_count
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What /v1/models and the load log report."""
@@ -168,7 +174,7 @@ class Model:
             n_ctx_train=ll.llama_model_n_ctx_train(ptr),
             n_params=ll.llama_model_n_params(ptr),
             size_bytes=ll.llama_model_size(ptr),
-            tensor_count=header.tensor_count,
+            tensor_count=_tensor_count(ptr, header),
             template_source=template.source,
             eog_ids=tuple(sorted(eog)),
             sliding_window=ll.llama_model_n_swa(ptr),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.models.gguf_info import read_gguf_info
+from common.gguf_split import is_later_part, split_parts
 from common.model_files import DEMO, GEMMA, demo_model_file, gemma_installed, gemma_model_file
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def local_models(
         found.append((GEMMA, gemma if gemma.is_file() else None))
     if models_dir is not None and models_dir.is_dir():
         files = sorted(models_dir.expanduser().resolve().rglob("*.gguf"))
-        found.extend((str(p), p) for p in files if p.is_file())
+        found.extend((str(p), p) for p in files if p.is_file() and not is_later_part(p.name))
     found.extend(sorted(_hub_cache_ggufs(hub_cache)))
     return [_describe(spec, path, active) for spec, path in found]
 
@@ -61,7 +62,8 @@ def offered_models(models_dir: Path | None, current: str) -> list[str]:
     """What ``/model`` offers: the current model, demo, and .gguf files in MODELS_DIR."""
     names = {current, DEMO}
     if models_dir is not None and models_dir.expanduser().is_dir():
-        names.update(str(p) for p in sorted(models_dir.expanduser().glob("*.gguf")))
+        files = sorted(models_dir.expanduser().glob("*.gguf"))
+        names.update(str(p) for p in files if not is_later_part(p.name))
     return sorted(n for n in names if n)
 
 
@@ -84,7 +86,14 @@ def _describe(spec: str, path: Path | None, active: str) -> LocalModel:
     except ValueError as exc:
         log.debug("listing %s as unreadable: %s", path, exc)
         return LocalModel(spec, path, _size(path), UNREADABLE, UNREADABLE, is_active)
-    return LocalModel(spec, path, info.size_bytes, info.architecture, info.quantization, is_active)
+    size = _set_size(path) if len(split_parts(path.name)) > 1 else info.size_bytes
+    return LocalModel(spec, path, size, info.architecture, info.quantization, is_active)
+
+
+def _set_size(path: Path) -> int | None:
+    """A split GGUF's size: all its parts beside ``path`` (None if one is missing)."""
+    sizes = [_size(path.with_name(part)) for part in split_parts(path.name)]
+    return None if None in sizes else sum(size or 0 for size in sizes)
 
 
 def _size(path: Path) -> int | None:
@@ -123,6 +132,7 @@ def _hub_cache_ggufs(hub_cache: Path | None) -> Iterator[tuple[str, Path]]:
             for file in sorted(revision.files, key=lambda f: str(f.file_path)):
                 name = file.file_path.relative_to(revision.snapshot_path).as_posix()
                 spec = f"{repo.repo_id}:{name}"
-                if name.lower().endswith(".gguf") and spec not in seen:
+                later = is_later_part(name)  # a split set is listed by its first file
+                if name.lower().endswith(".gguf") and not later and spec not in seen:
                     seen.add(spec)
                     yield spec, file.file_path

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import ModelUnavailable, ParleyError
+from common.gguf_split import one_per_model, split_parts
 
 if TYPE_CHECKING:
     from huggingface_hub.utils.tqdm import tqdm as HfTqdm
@@ -58,13 +59,14 @@ def list_repo_ggufs(repo_id: str) -> list[RepoFile]:
 
 
 def choose_file(files: Sequence[RepoFile], quant: str | None) -> str:
-    """The one file whose name carries ``quant`` (case-insensitive), else FileChoiceError.
+    """The one model whose file name carries ``quant`` (case-insensitive), else
+    FileChoiceError. A split GGUF counts as one model, named by its first file.
 
     A match delimited by non-alphanumerics wins over a bare substring, so ``Q4_K_S`` does not
     also pick ``IQ4_K_S`` and ``Q8_0`` does not pick ``Q8_0_L``. With no ``quant`` the repo must
-    hold exactly one GGUF.
+    hold exactly one model.
     """
-    names = [f.name for f in files]
+    names = one_per_model(f.name for f in files)
     if not names:
         raise FileChoiceError("the repo has no .gguf files", [])
     if quant is None or not quant.strip():
@@ -91,7 +93,8 @@ def choose_file(files: Sequence[RepoFile], quant: str | None) -> str:
 
 
 def pull(repo_id: str, filename: str, progress: bool = True) -> Path:
-    """Download ``filename`` into the HF cache and return its path (the cached snapshot link).
+    """Download ``filename`` into the HF cache and return its path (the cached snapshot link);
+    for a split GGUF, every part of its set, and the first part's path.
 
     A cached file is returned without touching the network. Otherwise one quick metadata
     request decides whether the Hub has it; then huggingface_hub downloads it, drawing its own
@@ -100,6 +103,11 @@ def pull(repo_id: str, filename: str, progress: bool = True) -> Path:
     huggingface_hub 2.x discards a partial file when the process itself dies, so an interrupted
     pull restarts from zero. Failures are ModelUnavailable naming repo and file.
     """
+    paths = [_pull_one(repo_id, part, progress) for part in split_parts(filename)]
+    return paths[0]
+
+
+def _pull_one(repo_id: str, filename: str, progress: bool) -> Path:
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import LocalEntryNotFoundError
 

@@ -21,8 +21,10 @@ from engine.requests import GenerationRequest, SamplingParams
 from engine.token_cache import TokenCache
 from tests.emulators.hf_hub import HubStandIn
 from tests.emulators.threaded import ThreadedServer
+from tests.engine.sse import NO_END
 from tests.engine.test_core import Collector, run_all
 from tests.engine_process import ROOT, start_engine
+from tests.split_gguf import split_copy
 
 pytestmark = pytest.mark.model
 
@@ -292,3 +294,29 @@ def test_a_model_and_a_chat_template_come_from_the_hub(tmp_path: Path) -> None:
             env={**env, "HF_HUB_OFFLINE": "1"},
         )  # fmt: skip
         engine.stop()
+
+
+def test_a_split_gguf_from_the_hub_downloads_every_part_and_loads_as_one(tmp_path: Path) -> None:
+    parts = split_copy(demo_model_path(), tmp_path / "files" / "tiny.gguf", max_tensors=100)
+    assert len(parts) == 3
+    hub = HubStandIn()
+    for part in parts:
+        hub.add("acme/tiny-GGUF", part.name, part)
+    with ThreadedServer(hub.app()) as server:
+        env = {"HF_ENDPOINT": server.url, "HF_HOME": str(tmp_path / "hf")}
+        engine = start_engine(
+            "--model", f"acme/tiny-GGUF:{parts[1].name}",  # any part names the set
+            "--n-ctx", "256", "--parallel", "1", env=env,
+        )  # fmt: skip
+        try:
+            card = engine.get("/v1/models")["data"][0]
+            answer = engine.post("/v1/chat/completions", {
+                "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
+                "temperature": 0, "logit_bias": NO_END,
+            })  # fmt: skip
+        finally:
+            engine.stop()
+    assert card["id"] == parts[0].name and card["tensor_count"] == 272
+    assert answer["usage"]["completion_tokens"] == 8
+    cached = sorted(p.name for p in (tmp_path / "hf").rglob("tiny-*.gguf"))
+    assert cached == [p.name for p in parts]

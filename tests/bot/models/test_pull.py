@@ -22,6 +22,7 @@ from bot.models.pull import FileChoiceError, RepoFile, choose_file
 from tests.bot.models.test_gguf_info import write_gguf
 from tests.emulators.hf_hub import HubStandIn
 from tests.emulators.threaded import ThreadedServer
+from tests.split_gguf import tiny_split
 
 ROOT = Path(__file__).resolve().parents[3]
 REPO = "acme/tiny-GGUF"
@@ -258,3 +259,35 @@ def test_the_shell_wins_over_dot_env(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["['HF_HOME']", "http://from-the-shell /from/dot/env"]
+
+
+def test_a_split_gguf_is_one_choice_and_pulls_every_part(tmp_path: Path) -> None:
+    """A repo with a Q8_0 file and a Q4_K_M split in three: --quant q4_k_m picks the set by its
+    first part, the pull brings all three beside each other, and the listing shows it once."""
+    files = tmp_path / "files"
+    files.mkdir()
+    parts = tiny_split(files / "tiny-Q4_K_M.gguf", 3)
+    single = write_gguf(files / "tiny-Q8_0.gguf", arch="llama", file_type=7)
+    hub = HubStandIn()
+    for path in (*parts, single):
+        hub.add(REPO, path.name, path)
+    code = f"""
+        import json
+        from pathlib import Path
+        from bot.models.catalog import local_models
+        from bot.models.pull import choose_file, list_repo_ggufs, pull
+        name = choose_file(list_repo_ggufs({REPO!r}), "q4_k_m")
+        path = pull({REPO!r}, name, progress=False)
+        listed = [[m.spec, m.size_bytes] for m in local_models(None, "")]
+        print(json.dumps({{"name": name, "path": str(path), "listed": listed,
+                          "beside": sorted(p.name for p in path.parent.iterdir())}}))
+        """
+    with ThreadedServer(hub.app()) as server:
+        result = run_python(code, HF_ENDPOINT=server.url, HF_HOME=str(tmp_path / "hf"))
+    out: dict[str, Any] = json.loads(result_line(result))
+    assert out["name"] == parts[0].name == "tiny-Q4_K_M-00001-of-00003.gguf"
+    assert out["beside"] == [p.name for p in parts]
+    assert Path(out["path"]).read_bytes() == parts[0].read_bytes()
+    size = sum(p.stat().st_size for p in parts)
+    hub_listed = [entry for entry in out["listed"] if entry[0].startswith(REPO)]
+    assert hub_listed == [[f"{REPO}:{parts[0].name}", size]]
