@@ -164,6 +164,7 @@ def test_an_unreachable_default_model_falls_back_to_demo(tmp_path: Path) -> None
     assert "\n" not in said and start_up.count("\n") == 4  # one line, then the start-up lines
     ((_, _, generated),) = stats(result.stdout)
     assert generated < 96  # an instruct model: it answers, then stops at <|im_end|> by itself
+    assert "You are Parley" not in result.stdout  # the system prompt is not repeated back
 
 
 def engines_with(marker: str) -> list[int]:
