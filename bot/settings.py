@@ -23,8 +23,11 @@ from common.defaults import (
     ENGINE_PARALLEL,
     KV_CACHE_RAM_MB,
 )
+from common.model_files import DEMO, GEMMA
 
 __all__ = ["DEFAULT_MODEL", "DEMO_MODEL", "Settings", "load_settings"]
+
+BUNDLED = (DEMO, GEMMA)  # models named, not pathed (common/model_files.py)
 REPO_SPEC = re.compile(r"^[\w.-]+/[\w.-]+:.+$")
 
 IdList = Annotated[list[int], NoDecode]
@@ -151,9 +154,10 @@ class Settings(BaseSettings):
     @field_validator("model")
     @classmethod
     def _model_reachable(cls, value: str) -> str:
-        """A local path must be a readable file; ``demo`` and ``REPO:FILE`` are checked later."""
+        """A local path must be a readable file; ``demo``, ``gemma3-270m`` and ``REPO:FILE``
+        are checked later (by the engine, which fetches them)."""
         value = value.strip()
-        if value == DEMO_MODEL or REPO_SPEC.match(value):
+        if value in BUNDLED or REPO_SPEC.match(value):
             return value
         path = Path(value).expanduser()
         if not path.is_file() or not os.access(path, os.R_OK):

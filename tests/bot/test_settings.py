@@ -35,6 +35,11 @@ def test_values_come_from_the_environment_and_dotenv(
     assert settings.engine_urls == ["http://a:1", "http://b:2"]
 
 
+@pytest.mark.parametrize("name", ["demo", "gemma3-270m"])
+def test_the_models_parley_fetches_itself_are_named_not_pathed(name: str) -> None:
+    assert load_settings(model=name).model == name  # no file of that name here: still valid
+
+
 def test_each_invalid_value_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_TOKENS", "-5")
     monkeypatch.setenv("TELEGRAM_ADMIN_IDS", "12,alice")

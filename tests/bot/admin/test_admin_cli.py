@@ -4,6 +4,7 @@ engine on the demo model), each command run as the real CLI in a subprocess."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -41,8 +42,9 @@ async def admin(tmp_path: Path, *args: str, stdin: str = "", **env: str) -> tupl
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-@pytest.fixture
-async def running(tmp_path: Path) -> AsyncIterator[tuple[Parley, ChatService]]:
+@contextlib.asynccontextmanager
+async def parley_on(model: str, tmp_path: Path) -> AsyncIterator[tuple[Parley, ChatService]]:
+    """The bot with its local engine on ``model``; MODELS_DIR holds the demo as other.gguf."""
     models = tmp_path / "models"
     models.mkdir()
     try:
@@ -50,12 +52,27 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Parley, ChatService]]:
     except OSError:
         shutil.copyfile(demo_model_path(), models / "other.gguf")
     settings = load_settings(
-        model="demo", database_path=tmp_path / "bot.db", models_dir=models,
+        model=model, database_path=tmp_path / "bot.db", models_dir=models,
         engine_n_ctx=512, engine_parallel=2, max_tokens=8, temperature=0,
     )  # fmt: skip
     app = Parley(settings)
     async with app as service:
         yield app, service
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[tuple[Parley, ChatService]]:
+    async with parley_on("demo", tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+async def streaming(tmp_path: Path) -> AsyncIterator[tuple[Parley, ChatService]]:
+    """On Gemma 3 270M, a base model: its answers run to max_tokens, so one is still being
+    written when a `parley admin` process (seconds to start on a busy machine) asks. The demo
+    model ends its answers by itself, sometimes before."""
+    async with parley_on("gemma3-270m", tmp_path) as running:
+        yield running
 
 
 async def test_without_a_running_bot_it_says_so(tmp_path: Path) -> None:
@@ -121,9 +138,9 @@ async def test_status_models_users_history_and_stats(
 
 
 async def test_queue_and_a_model_switch_while_an_answer_streams(
-    running: tuple[Parley, ChatService], tmp_path: Path
+    streaming: tuple[Parley, ChatService], tmp_path: Path
 ) -> None:
-    _, service = running
+    _, service = streaming
     from bot.engines.client import Sampling
 
     service.sampling = Sampling(max_tokens=120, temperature=0.7)
@@ -140,7 +157,7 @@ async def test_queue_and_a_model_switch_while_an_answer_streams(
     assert code == 0, err
     assert "now answering with other.gguf" in out
     assert first_sink.outcome is not None and first_sink.outcome.state == "done"
-    assert first_sink.outcome.model == "demo"
+    assert first_sink.outcome.model == "gemma3-270m"
     service.sampling = Sampling(max_tokens=4, temperature=0)
     second, second_sink = say("bob", "Hi", log)
     await service.handle(second)
@@ -153,9 +170,9 @@ async def test_queue_and_a_model_switch_while_an_answer_streams(
 
 
 async def test_queue_cancel_stops_a_persons_answers(
-    running: tuple[Parley, ChatService], tmp_path: Path
+    streaming: tuple[Parley, ChatService], tmp_path: Path
 ) -> None:
-    _, service = running
+    _, service = streaming
     from bot.engines.client import Sampling
 
     service.sampling = Sampling(max_tokens=300, temperature=0.8)
